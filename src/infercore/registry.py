@@ -1,0 +1,503 @@
+"""Families, backends and dispatch.
+
+Every op family (``norm.rms``, ``attention.paged``, ...) and component family
+(``cache.allocator``, ``scheduler``, ...) has an entry here with a list of backends.
+A backend states what it supports as data (devices, dtypes, minimum compute
+capability, required packages) and may add input-dependent reasons by extending
+:meth:`Backend.not_supported_reasons`. Dispatch picks, in this order:
+
+1. the ``backend=`` argument of the call, when it is not ``"auto"``;
+2. a backend forced for the family by :func:`use_backend` (innermost block wins);
+3. a backend forced by the environment, ``INFERCORE_BACKEND_<FAMILY>`` with dots
+   as underscores (``INFERCORE_BACKEND_NORM_RMS=reference``);
+4. the choice of an ``infercore_select_backend`` plugin hook;
+5. the first backend, by descending priority, that has no reasons against the inputs.
+
+A backend chosen by 1-3 that does not fit raises ``ValueError`` with its reasons; when
+nothing fits in 5, :class:`NoBackendError` lists every backend and its reasons.
+
+Built-in and third-party backends enter through the same plugin hook
+(``infercore_register``); the registry loads plugins lazily on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import importlib.util
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+__all__ = [
+    "Backend",
+    "ComponentBackend",
+    "Family",
+    "NoBackendError",
+    "Registry",
+    "backends",
+    "create",
+    "describe_inputs",
+    "families",
+    "get_registry",
+    "resolve",
+    "use_backend",
+]
+
+log = logging.getLogger(__name__)
+
+_FORCED: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "infercore_forced_backends", default={}
+)
+
+
+class NoBackendError(RuntimeError):
+    """No backend of a family supports the given inputs.
+
+    ``reasons`` maps each backend name to the list of reasons it declined.
+    """
+
+    def __init__(self, family: str, inputs: Any, reasons: dict[str, list[str]]):
+        self.family = family
+        self.reasons = reasons
+        lines = [f"no backend of {family!r} supports these inputs ({describe_inputs(inputs)}):"]
+        if not reasons:
+            lines.append("  (the family has no backends registered)")
+        for name, why in reasons.items():
+            lines.append(f"  - {name}: " + "; ".join(why))
+        super().__init__("\n".join(lines))
+
+
+def describe_inputs(inputs: Any) -> str:
+    """A one-line summary of a dataclass of inputs: tensors as ``dtype[shape]@device``."""
+    if inputs is None:
+        return "no inputs"
+    if not dataclasses.is_dataclass(inputs):
+        return repr(inputs)
+    parts = []
+    for f in dataclasses.fields(inputs):
+        value = getattr(inputs, f.name)
+        if isinstance(value, torch.Tensor):
+            dtype = str(value.dtype).removeprefix("torch.")
+            value = f"{dtype}{list(value.shape)}@{value.device}"
+        elif value is None:
+            continue
+        parts.append(f"{f.name}={value}")
+    return ", ".join(parts)
+
+
+def env_var(family: str) -> str:
+    """The environment variable that forces a backend for ``family``."""
+    return "INFERCORE_BACKEND_" + family.upper().replace(".", "_")
+
+
+@functools.lru_cache(maxsize=None)
+def _compute_capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def compute_capability(device: torch.device) -> tuple[int, int] | None:
+    """(major, minor) of a CUDA device, ``None`` for other devices. Cached per device."""
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _compute_capability(index)
+
+
+def triton_interpret() -> bool:
+    """Whether Triton kernels run in the interpreter (``TRITON_INTERPRET=1``), on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+class Backend:
+    """One implementation of a family, with its capabilities declared as data.
+
+    Subclasses set the class attributes and implement ``run`` (ops) or ``build``
+    (components, see :class:`ComponentBackend`). Inputs are a family-specific
+    dataclass; for op families it has ``device`` and ``dtype`` attributes.
+
+    Attributes
+    ----------
+    family, name : str
+        The family this backend serves and its name within it (``"triton"``).
+    priority : int
+        Higher runs first under ``backend="auto"``. Reference backends use 0.
+    devices : tuple of str
+        Device types it runs on (``"cpu"``, ``"cuda"``).
+    dtypes : tuple of torch.dtype or None
+        Input dtypes it accepts; ``None`` means any.
+    min_compute_capability : (int, int) or None
+        Lowest CUDA compute capability it needs.
+    requires : tuple of str
+        Importable modules it needs (``"triton"``, ``"cutlass_cppgen"``).
+    plugin : str or None
+        Set by the registry: the plugin that registered it.
+    """
+
+    family: ClassVar[str]
+    name: ClassVar[str]
+    priority: ClassVar[int] = 0
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    dtypes: ClassVar[tuple[torch.dtype, ...] | None] = None
+    min_compute_capability: ClassVar[tuple[int, int] | None] = None
+    requires: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self.plugin: str | None = None
+        self._env_reasons: list[str] | None = None
+
+    def supported_devices(self) -> tuple[str, ...]:
+        """Device types usable now; a subclass may depend on the environment."""
+        return self.devices
+
+    def environment_reasons(self) -> list[str]:
+        """Reasons, independent of inputs, why this backend cannot run here. Cached."""
+        if self._env_reasons is None:
+            self._env_reasons = self._compute_environment_reasons()
+        return list(self._env_reasons)
+
+    def _compute_environment_reasons(self) -> list[str]:
+        reasons = [
+            f"needs the Python package providing {mod!r}, which is not installed"
+            for mod in self.requires
+            if importlib.util.find_spec(mod) is None
+        ]
+        devices = self.supported_devices()
+        if devices and "cpu" not in devices and not torch.cuda.is_available():
+            reasons.append(f"needs a {'/'.join(devices)} device; none is visible")
+        return reasons
+
+    def not_supported_reasons(self, inputs: Any) -> list[str]:
+        """Every reason this backend cannot handle ``inputs``; empty when it can.
+
+        Subclasses extend this (``reasons = super().not_supported_reasons(inputs)``)
+        with input-dependent checks: head dims, alignment, layouts.
+        """
+        reasons = self.environment_reasons()
+        device = getattr(inputs, "device", None)
+        if device is not None:
+            devices = self.supported_devices()
+            if device.type not in devices:
+                reasons.append(f"device {device.type!r} not supported (supports {devices})")
+            elif self.min_compute_capability is not None and device.type == "cuda":
+                cc = compute_capability(device)
+                if cc < self.min_compute_capability:
+                    need = "%d.%d" % self.min_compute_capability
+                    reasons.append(f"needs compute capability >= {need}, device has {cc[0]}.{cc[1]}")
+        dtype = getattr(inputs, "dtype", None)
+        if dtype is not None and self.dtypes is not None and dtype not in self.dtypes:
+            allowed = ", ".join(_dtype_name(d) for d in self.dtypes)
+            reasons.append(f"dtype {_dtype_name(dtype)} not supported (supports {allowed})")
+        return reasons
+
+    def supports(self, inputs: Any) -> bool:
+        return not self.not_supported_reasons(inputs)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.family}:{self.name} priority={self.priority}>"
+
+
+class ComponentBackend(Backend):
+    """A backend of a component family: ``build(config)`` returns the component.
+
+    ``config_class`` (a pydantic model, optional) validates dicts passed to
+    :func:`create`.
+    """
+
+    config_class: ClassVar[type | None] = None
+    devices: ClassVar[tuple[str, ...]] = ()
+
+    def build(self, config: Any) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family of interchangeable implementations.
+
+    ``kind`` is ``"op"`` (a kernel behind a public function) or ``"component"``
+    (an object built by :func:`create`); ``protocol`` is the interface every
+    component backend's product satisfies.
+    """
+
+    name: str
+    kind: str = "op"
+    doc: str = ""
+    protocol: type | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("op", "component"):
+            raise ValueError(f"Family.kind must be 'op' or 'component', got {self.kind!r}")
+
+    @property
+    def env_var(self) -> str:
+        return env_var(self.name)
+
+
+class Registry:
+    """Holds families and backends. The process-wide instance is :func:`get_registry`."""
+
+    def __init__(self, *, autoload: bool = True) -> None:
+        self._families: dict[str, Family] = {}
+        self._backends: dict[str, list[Backend]] = {}
+        self._family_owner: dict[str, str | None] = {}
+        self._autoload = autoload
+        self._loaded = not autoload
+        self.current_plugin: str | None = None
+
+    # -- registration -------------------------------------------------------------------------
+
+    def add_family(self, family: Family) -> Family:
+        """Declare a family. Declaring the same family twice is a no-op when it is equal."""
+        existing = self._families.get(family.name)
+        if existing is not None:
+            if existing != family:
+                raise ValueError(f"family {family.name!r} is already declared differently")
+            return existing
+        self._families[family.name] = family
+        self._backends[family.name] = []
+        self._family_owner[family.name] = self.current_plugin
+        return family
+
+    def register(self, backend: Backend | type[Backend]) -> Backend:
+        """Add a backend (an instance, or a class that is instantiated) to its family."""
+        if isinstance(backend, type):
+            backend = backend()
+        family = backend.family
+        if family not in self._families:
+            known = ", ".join(sorted(self._families)) or "none"
+            raise ValueError(f"backend {backend.name!r}: unknown family {family!r} (known: {known})")
+        entries = self._backends[family]
+        for other in entries:
+            if other.name == backend.name:
+                raise ValueError(
+                    f"backend {backend.name!r} of {family!r} is already registered "
+                    f"by plugin {other.plugin!r}"
+                )
+        backend.plugin = self.current_plugin
+        entries.append(backend)
+        # Stable sort: equal priorities keep registration order.
+        entries.sort(key=lambda b: -b.priority)
+        return backend
+
+    def remove_plugin(self, plugin: str) -> None:
+        """Drop every backend and family a plugin registered (used when it fails)."""
+        for name in list(self._backends):
+            self._backends[name] = [b for b in self._backends[name] if b.plugin != plugin]
+        for name, owner in list(self._family_owner.items()):
+            if owner == plugin and not self._backends[name]:
+                del self._families[name], self._backends[name], self._family_owner[name]
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            from infercore import plugins
+
+            plugins.load(self)
+
+    def families(self) -> dict[str, Family]:
+        self._ensure_loaded()
+        return dict(self._families)
+
+    def family(self, name: str) -> Family:
+        self._ensure_loaded()
+        try:
+            return self._families[name]
+        except KeyError:
+            known = ", ".join(sorted(self._families))
+            raise ValueError(f"unknown family {name!r}; known families: {known}") from None
+
+    def backends(self, family: str) -> list[Backend]:
+        """Backends of ``family`` in dispatch order (highest priority first)."""
+        self.family(family)
+        return list(self._backends[family])
+
+    def get(self, family: str, name: str) -> Backend:
+        for b in self.backends(family):
+            if b.name == name:
+                return b
+        names = ", ".join(repr(b.name) for b in self._backends[family]) or "none"
+        raise ValueError(f"backend={name!r} is not a backend of {family!r}; registered: {names}")
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def _named(self, family: str, name: str, inputs: Any, source: str) -> Backend:
+        chosen = self.get(family, name)
+        reasons = chosen.not_supported_reasons(inputs)
+        if reasons:
+            raise ValueError(
+                f"{source} selects backend {name!r} of {family!r}, which cannot run these "
+                f"inputs ({describe_inputs(inputs)}): " + "; ".join(reasons)
+            )
+        return chosen
+
+    def resolve(self, family: str, inputs: Any, backend: str = "auto") -> Backend:
+        """The backend that runs ``inputs``; see the module docstring for the order.
+
+        The result is callable: keep it to skip dispatch on a hot path.
+        """
+        self._ensure_loaded()
+        if backend != "auto":
+            return self._named(family, backend, inputs, f"backend={backend!r}")
+        forced = _FORCED.get().get(family)
+        if forced is not None:
+            return self._named(family, forced, inputs, f"use_backend({family!r}, {forced!r})")
+        fam = self.family(family)
+        forced = os.environ.get(fam.env_var)
+        if forced:
+            return self._named(family, forced, inputs, f"{fam.env_var}={forced}")
+
+        from infercore import plugins
+
+        picked = plugins.select_backend(family, inputs)
+        if picked is not None:
+            for b in self._backends[family]:
+                if b.name == picked:
+                    reasons = b.not_supported_reasons(inputs)
+                    if not reasons:
+                        return b
+                    log.warning(
+                        "plugin policy picked %s:%s, which cannot run the inputs (%s); "
+                        "using the default order",
+                        family, picked, "; ".join(reasons),
+                    )
+                    break
+            else:
+                log.warning("plugin policy picked unknown backend %r of %s", picked, family)
+
+        all_reasons: dict[str, list[str]] = {}
+        for b in self._backends[family]:
+            reasons = b.not_supported_reasons(inputs)
+            if not reasons:
+                if all_reasons and log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s: using %r; passed over: %s", family, b.name, all_reasons)
+                return b
+            all_reasons[b.name] = reasons
+        raise NoBackendError(family, inputs, all_reasons)
+
+    def create(self, family: str, name: str = "auto", config: Any = None) -> Any:
+        """Build a component of ``family`` with backend ``name`` from ``config``.
+
+        ``config`` may be an instance of the backend's ``config_class``, a dict of its
+        fields, or ``None`` for its defaults.
+        """
+        fam = self.family(family)
+        if fam.kind != "component":
+            raise ValueError(f"create() builds components; {family!r} is an op family")
+        chosen = self.resolve(family, None, name)
+        assert isinstance(chosen, ComponentBackend), chosen
+        cls = chosen.config_class
+        if cls is not None:
+            if config is None:
+                config = cls()
+            elif isinstance(config, Mapping):
+                config = cls(**config)
+            elif not isinstance(config, cls):
+                raise TypeError(
+                    f"config for {family}:{chosen.name} must be a {cls.__name__} or a dict, "
+                    f"got {type(config).__name__}"
+                )
+        return chosen.build(config)
+
+    def clear_caches(self) -> None:
+        """Forget cached environment checks (after changing the environment)."""
+        for entries in self._backends.values():
+            for b in entries:
+                b._env_reasons = None
+        _compute_capability.cache_clear()
+
+
+_REGISTRY = Registry()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry (plugins load on its first use)."""
+    return _REGISTRY
+
+
+def families() -> dict[str, Family]:
+    return _REGISTRY.families()
+
+
+def backends(family: str) -> list[Backend]:
+    return _REGISTRY.backends(family)
+
+
+def resolve(family: str, inputs: Any, backend: str = "auto") -> Backend:
+    return _REGISTRY.resolve(family, inputs, backend)
+
+
+def create(family: str, name: str = "auto", config: Any = None) -> Any:
+    """Build a component; see :meth:`Registry.create`."""
+    return _REGISTRY.create(family, name, config)
+
+
+@contextlib.contextmanager
+def use_backend(
+    family: str | Mapping[str, str], name: str | None = None
+) -> Iterator[None]:
+    """Force backends for a block of code.
+
+    Examples
+    --------
+    >>> with use_backend("norm.rms", "reference"):
+    ...     y = infercore.ops.rms_norm(x, w)
+    >>> with use_backend({"norm.rms": "triton", "attention.paged": "reference"}):
+    ...     ...
+    """
+    if isinstance(family, str):
+        if name is None:
+            raise TypeError("use_backend(family, name): name is required with a family string")
+        mapping = {family: name}
+    else:
+        if name is not None:
+            raise TypeError("use_backend(mapping): pass no name with a mapping")
+        mapping = dict(family)
+    for fam, backend_name in mapping.items():
+        _REGISTRY.get(fam, backend_name)  # fail early on typos
+    token = _FORCED.set({**_FORCED.get(), **mapping})
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
+
+
+def component_backend(
+    family: str,
+    name: str,
+    factory: Callable[[Any], Any],
+    *,
+    config_class: type | None = None,
+    priority: int = 0,
+    description: str = "",
+) -> ComponentBackend:
+    """Make a :class:`ComponentBackend` from a factory ``factory(config) -> component``."""
+    attrs = {
+        "family": family,
+        "name": name,
+        "priority": priority,
+        "config_class": config_class,
+        "description": description,
+        "build": lambda self, config: factory(config),
+    }
+    cls = type(f"{name.title().replace('_', '')}Component", (ComponentBackend,), attrs)
+    return cls()
