@@ -1,0 +1,32 @@
+"""Test setup: Triton kernels run in the interpreter on machines without CUDA.
+
+``TRITON_INTERPRET`` is read when a kernel is defined, so it is set here, before any
+infercore kernel module is imported.
+"""
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+os.environ.setdefault("INFERCORE_LOGLEVEL", "warning")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    n_gpus = torch.cuda.device_count()
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU")
+    skip_multi = pytest.mark.skip(reason="needs two or more CUDA GPUs")
+    for item in items:
+        if "cuda" in item.keywords and n_gpus == 0:
+            item.add_marker(skip_cuda)
+        if "multigpu" in item.keywords and n_gpus < 2:
+            item.add_marker(skip_multi)
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """The device kernels are tested on: CUDA when present, else CPU (interpreter)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
