@@ -30,3 +30,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def device() -> torch.device:
     """The device kernels are tested on: CUDA when present, else CPU (interpreter)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture
+def fresh_plugins():
+    """A fresh plugin manager and registry for the test, restored afterwards."""
+    from infercore import plugins
+
+    plugins._reset()
+    yield
+    plugins._reset()

@@ -1,8 +1,10 @@
 """Configuration base: pydantic models that validate with readable messages.
 
 Every config of the library (``KVCacheConfig``, ``SchedulerConfig``, ...) derives
-from :class:`Config`: unknown fields are errors, assignments are validated, and
-``from_file`` loads JSON or YAML.
+from :class:`Config`: unknown fields are errors and assignments are validated.
+Constructing one directly raises pydantic's ``ValidationError`` (a ``ValueError``
+naming each field); ``from_dict`` and ``from_file`` (JSON or YAML) raise
+:class:`ConfigError` with one line per bad field and the file it came from.
 """
 
 from __future__ import annotations
@@ -35,12 +37,6 @@ class Config(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except pydantic.ValidationError as err:
-            raise ConfigError(_format(type(self), err, None)) from None
-
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str | None = None) -> Self:
         if not isinstance(data, dict):
@@ -58,21 +54,21 @@ class Config(pydantic.BaseModel):
         """Load from ``.json``, ``.yaml`` or ``.yml``."""
         path = Path(path)
         suffix = path.suffix.lower()
+        if suffix not in (".json", ".yaml", ".yml"):
+            raise ConfigError(f"{path}: config files must end in .json, .yaml or .yml")
         text = path.read_text()
         if suffix == ".json":
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as err:
                 raise ConfigError(f"{path}: not valid JSON: {err}") from None
-        elif suffix in (".yaml", ".yml"):
+        else:
             import yaml
 
             try:
                 data = yaml.safe_load(text)
             except yaml.YAMLError as err:
                 raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        else:
-            raise ConfigError(f"{path}: config files must end in .json, .yaml or .yml")
         return cls.from_dict(data if data is not None else {}, source=str(path))
 
     def to_file(self, path: str | Path) -> None:

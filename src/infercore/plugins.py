@@ -147,7 +147,9 @@ def _register(plugin: Any, name: str, registry: Registry, *, builtin: bool) -> b
     global _has_select_hook
     pm = plugin_manager()
     if name in _disabled():
-        _statuses[name] = PluginStatus(name, "blocked", "listed in INFERCORE_DISABLED_PLUGINS", builtin)
+        _statuses[name] = PluginStatus(
+            name, "blocked", "listed in INFERCORE_DISABLED_PLUGINS", builtin
+        )
         return False
     previous = registry.current_plugin
     registry.current_plugin = name

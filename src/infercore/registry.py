@@ -29,6 +29,7 @@ import functools
 import importlib.util
 import logging
 import os
+import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -52,8 +53,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_NOTHING_FORCED: Mapping[str, str] = types.MappingProxyType({})
 _FORCED: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
-    "infercore_forced_backends", default={}
+    "infercore_forced_backends", default=_NOTHING_FORCED
 )
 
 
@@ -97,7 +99,7 @@ def env_var(family: str) -> str:
     return "INFERCORE_BACKEND_" + family.upper().replace(".", "_")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compute_capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
@@ -193,8 +195,10 @@ class Backend:
             elif self.min_compute_capability is not None and device.type == "cuda":
                 cc = compute_capability(device)
                 if cc < self.min_compute_capability:
-                    need = "%d.%d" % self.min_compute_capability
-                    reasons.append(f"needs compute capability >= {need}, device has {cc[0]}.{cc[1]}")
+                    need = "{}.{}".format(*self.min_compute_capability)
+                    reasons.append(
+                        f"needs compute capability >= {need}, device has {cc[0]}.{cc[1]}"
+                    )
         dtype = getattr(inputs, "dtype", None)
         if dtype is not None and self.dtypes is not None and dtype not in self.dtypes:
             allowed = ", ".join(_dtype_name(d) for d in self.dtypes)
@@ -283,7 +287,9 @@ class Registry:
         family = backend.family
         if family not in self._families:
             known = ", ".join(sorted(self._families)) or "none"
-            raise ValueError(f"backend {backend.name!r}: unknown family {family!r} (known: {known})")
+            raise ValueError(
+                f"backend {backend.name!r}: unknown family {family!r} (known: {known})"
+            )
         entries = self._backends[family]
         for other in entries:
             if other.name == backend.name:
@@ -410,7 +416,7 @@ class Registry:
             if config is None:
                 config = cls()
             elif isinstance(config, Mapping):
-                config = cls(**config)
+                config = cls.from_dict(dict(config)) if hasattr(cls, "from_dict") else cls(**config)
             elif not isinstance(config, cls):
                 raise TypeError(
                     f"config for {family}:{chosen.name} must be a {cls.__name__} or a dict, "

@@ -26,10 +26,10 @@ __all__ = [
     "Result",
     "Suite",
     "get_suite",
+    "list_suites",
     "measure_ceilings",
     "run_suite",
     "suite",
-    "suites",
     "timeit",
 ]
 
@@ -99,17 +99,16 @@ def suite(
     return deco
 
 
-def suites() -> dict[str, Suite]:
+def list_suites() -> dict[str, Suite]:
     """Every registered suite (imports ``infercore.bench.suites.*``)."""
-    from infercore.bench import suites as pkg
-
+    pkg = importlib.import_module("infercore.bench.suites")
     for mod in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{pkg.__name__}.{mod.name}")
     return dict(sorted(_SUITES.items()))
 
 
 def get_suite(name: str) -> Suite:
-    all_suites = suites()
+    all_suites = list_suites()
     if name not in all_suites:
         raise ValueError(f"unknown suite {name!r}; available: {', '.join(all_suites)}")
     return all_suites[name]

@@ -53,7 +53,9 @@ def check_tensor(
                 f"got shape {tuple(t.shape)}"
             )
     if min_ndim is not None and t.dim() < min_ndim:
-        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimension(s), got shape {tuple(t.shape)}"
+        )
     if dtypes is not None and t.dtype not in dtypes:
         allowed = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
         got = str(t.dtype).removeprefix("torch.")

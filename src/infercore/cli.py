@@ -1,0 +1,240 @@
+"""The ``infercore`` command: inspect the registry and run benchmarks.
+
+Run ``infercore --help`` or ``infercore COMMAND --help`` for the details.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="infercore",
+    help="infercore: composable LLM-inference components. Inspect which kernels and "
+    "components are available here, and benchmark them against their peers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _info() -> dict[str, Any]:
+    import torch
+
+    from infercore import __version__, plugins, registry
+
+    devices = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            devices.append({
+                "index": i,
+                "name": p.name,
+                "compute_capability": f"{p.major}.{p.minor}",
+                "memory_gib": round(p.total_memory / 2**30, 1),
+                "multiprocessors": p.multi_processor_count,
+            })
+    return {
+        "infercore": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {
+            name: _version(name)
+            for name in ("torch", "triton", "pydantic", "pluggy", "transformers", "nvidia-cutlass")
+        },
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
+        "devices": devices,
+        "triton_interpret": registry.triton_interpret(),
+        "plugins": [
+            {"name": s.name, "status": s.status, "error": s.error, "builtin": s.builtin}
+            for s in plugins.statuses()
+        ],
+    }
+
+
+@app.command()
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Versions, devices (name, compute capability, memory), Triton interpreter mode, plugins."""
+    data = _info()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    console.print(f"[bold]infercore[/bold] {data['infercore']}  (Python {data['python']})")
+    for name, version in data["packages"].items():
+        console.print(f"  {name:<15} {version or '[dim]not installed[/dim]'}")
+    if data["devices"]:
+        console.print(f"CUDA {data['cuda_version']}:")
+        for d in data["devices"]:
+            console.print(
+                f"  cuda:{d['index']} {d['name']}  cc {d['compute_capability']}  "
+                f"{d['memory_gib']} GiB  {d['multiprocessors']} SMs"
+            )
+    else:
+        console.print("CUDA: no device visible")
+    mode = "on (Triton kernels run on CPU tensors)" if data["triton_interpret"] else "off"
+    console.print(f"TRITON_INTERPRET: {mode}")
+    console.print("plugins:")
+    for p in data["plugins"]:
+        extra = f"  {p['error']}" if p["error"] else ""
+        console.print(f"  {p['name']:<32} {p['status']}{extra}")
+
+
+def _listing(family_filter: str | None) -> dict[str, Any]:
+    from infercore import plugins, registry
+
+    reg = registry.get_registry()
+    fams = reg.families()
+    if family_filter is not None and family_filter not in fams:
+        raise typer.BadParameter(
+            f"unknown family {family_filter!r}; known: {', '.join(sorted(fams))}",
+            param_hint="--family",
+        )
+    out: dict[str, Any] = {"families": {}, "plugins": []}
+    for name in sorted(fams):
+        if family_filter is not None and name != family_filter:
+            continue
+        out["families"][name] = [
+            {
+                "name": b.name,
+                "available": not (reasons := b.environment_reasons()),
+                "reasons": reasons,
+                "plugin": b.plugin,
+            }
+            for b in reg.backends(name)
+        ]
+    out["plugins"] = [
+        {"name": s.name, "status": s.status, "error": s.error} for s in plugins.statuses()
+    ]
+    return out
+
+
+@app.command("list")
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    family: Annotated[str | None, typer.Option(help="Show one family only, e.g. norm.rms.")] = None,
+) -> None:
+    """Every family and backend: available here, or the reasons why not; which plugin added it.
+
+    Backends are listed in dispatch order (highest priority first). Plugins that failed
+    to load are listed with their error. JSON schema: {"families": {FAMILY: [{"name",
+    "available", "reasons", "plugin"}]}, "plugins": [{"name", "status", "error"}]}.
+    """
+    data = _listing(family)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(title="infercore backends (dispatch order)")
+    for col in ("family", "backend", "available", "plugin"):
+        table.add_column(col)
+    for fam, entries in data["families"].items():
+        for i, b in enumerate(entries):
+            reasons = "; ".join(b["reasons"])
+            avail = "[green]yes[/green]" if b["available"] else f"[red]no[/red]: {reasons}"
+            table.add_row(fam if i == 0 else "", b["name"], avail, b["plugin"] or "")
+    console.print(table)
+    bad = [p for p in data["plugins"] if p["status"] != "loaded"]
+    for p in bad:
+        color = "red" if p["status"] == "failed" else "yellow"
+        console.print(f"[{color}]plugin {p['name']}: {p['status']}[/{color}]: {p['error']}")
+
+
+@app.command()
+def bench(
+    suite: Annotated[str | None, typer.Argument(help="Suite to run; omit with --list.")] = None,
+    list_suites: Annotated[bool, typer.Option("--list", help="List the suites and exit.")] = False,
+    quick: Annotated[bool, typer.Option(help="Run the suite's short case list.")] = False,
+    device: Annotated[str, typer.Option(help="Device to run on.")] = "cuda",
+    rep_ms: Annotated[float, typer.Option(help="Milliseconds of repetitions per timing.")] = 100.0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results as JSON to this file.")
+    ] = None,
+) -> None:
+    """Benchmark a suite against its peers, measured in the same run.
+
+    For each case: median time, achieved GB/s or TFLOP/s, the fraction of the ceiling
+    measured on this device (copy bandwidth or bf16 matmul rate), and the speed ratio
+    to the peer (>1 means infercore is faster). Correctness is checked first.
+    """
+    import torch
+
+    from infercore import bench as harness
+
+    all_suites = harness.list_suites()
+    if list_suites or suite is None:
+        table = Table(title="benchmark suites")
+        table.add_column("suite")
+        table.add_column("devices")
+        table.add_column("what")
+        for s in all_suites.values():
+            table.add_row(s.name, ",".join(s.devices), s.description)
+        console.print(table)
+        if suite is None and not list_suites:
+            raise typer.Exit(2)
+        return
+    if suite not in all_suites:
+        raise typer.BadParameter(
+            f"unknown suite {suite!r}; available: {', '.join(all_suites)}", param_hint="SUITE"
+        )
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter("no CUDA device is visible", param_hint="--device")
+    if dev.type not in all_suites[suite].devices:
+        raise typer.BadParameter(
+            f"suite {suite!r} runs on {', '.join(all_suites[suite].devices)}, not {dev.type}",
+            param_hint="--device",
+        )
+    with console.status(f"measuring ceilings on {dev}...") as status:
+        ceilings, results = harness.run_suite(
+            suite, dev, quick=quick, rep_ms=rep_ms,
+            progress=lambda name: status.update(f"{suite}: {name}"),
+        )
+    table = Table(title=f"{suite} on {dev} (copy {ceilings.copy_gbps:.0f} GB/s, "
+                        f"bf16 matmul {ceilings.matmul_tflops:.0f} TFLOP/s measured)")
+    for col in ("case", "impl", "ms", "GB/s", "TFLOP/s", "of ceiling", "vs peer"):
+        table.add_column(col, justify="right" if col not in ("case", "impl") else "left")
+    for r in results:
+        if r.error:
+            table.add_row(r.case, r.impl, "[red]error[/red]", r.error[:60], "", "", "")
+            continue
+        table.add_row(
+            r.case, r.impl, f"{r.ms:.4f}",
+            f"{r.gbps:.0f}" if r.gbps else "", f"{r.tflops:.1f}" if r.tflops else "",
+            f"{r.fraction_of_ceiling:.0%}" if r.fraction_of_ceiling else "",
+            f"{r.vs_peer:.2f}x {r.peer}" if r.vs_peer and r.impl != r.peer else "",
+        )
+    console.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(harness.as_dict(ceilings, results), indent=2))
+        console.print(f"wrote {json_out}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
