@@ -1,6 +1,7 @@
 """The infercore command through typer's runner and as an installed console script."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def test_loglevel_debug_reports_dispatch(tmp_path):
         "import torch, infercore;"
         "infercore.ops.rms_norm(torch.randn(2, 8), torch.ones(8))"
     )
-    env = {"PATH": "/usr/bin:/bin", "INFERCORE_LOGLEVEL": "debug", "TRITON_INTERPRET": "0"}
+    env = {**os.environ, "INFERCORE_LOGLEVEL": "debug", "TRITON_INTERPRET": "0"}
     quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env={**env, "INFERCORE_LOGLEVEL": ""}, check=True)
     assert quiet.stderr == ""

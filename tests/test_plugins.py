@@ -1,5 +1,6 @@
 """Plugin discovery through real entry points written to a throwaway site directory."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -146,7 +147,8 @@ def test_import_never_fails_because_of_a_plugin(tmp_path):
         "import warnings, infercore; warnings.simplefilter('ignore');"
         "print(sorted(infercore.registry.families()))"
     )
-    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True)
     assert "norm.rms" in out.stdout
