@@ -1,5 +1,7 @@
 """Functional ops. Each dispatches through the registry and takes ``backend="auto"``."""
 
-from infercore.ops.norm import rms_norm
+from infercore.ops.activation import gelu_and_mul, silu_and_mul
+from infercore.ops.norm import fused_add_rms_norm, rms_norm
+from infercore.ops.rope import rotary
 
-__all__ = ["rms_norm"]
+__all__ = ["fused_add_rms_norm", "gelu_and_mul", "rms_norm", "rotary", "silu_and_mul"]

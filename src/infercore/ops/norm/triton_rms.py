@@ -1,4 +1,9 @@
-"""Triton RMSNorm: one pass over each row, float32 accumulation."""
+"""Triton RMSNorm: one pass over each row, float32 accumulation.
+
+The kernel optionally adds a residual first (``norm.add_rms``, see ``triton_add.py``):
+``residual += x`` is stored, rounded to the residual's dtype, and that rounded sum is
+what gets normalized, as in ``residual = x + residual; x = rms_norm(residual)``.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +12,37 @@ import triton
 import triton.language as tl
 
 from infercore.ops.common import TritonBackend
-
-# Rows up to this many elements are held in registers in one pass; longer rows loop.
-_MAX_FUSED = 16384
+from infercore.ops.triton_launch import as_rows, row_launch_config
 
 
 @triton.jit
 def _rms_norm_kernel(
-    x_ptr, w_ptr, y_ptr,
+    x_ptr, r_ptr, w_ptr, y_ptr,
     n_rows, n_cols,
-    x_row_stride, y_row_stride,
+    x_row_stride, r_row_stride, y_row_stride,
     eps,
     BLOCK_N: tl.constexpr,
     ROWS: tl.constexpr,
     SINGLE_PASS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
 ):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_mask = rows < n_rows
     rows64 = rows.to(tl.int64)
     x_rows = x_ptr + rows64[:, None] * x_row_stride
+    r_rows = r_ptr + rows64[:, None] * r_row_stride
     y_rows = y_ptr + rows64[:, None] * y_row_stride
+    # With a residual, the second pass re-reads the stored sum instead of x.
+    src_rows = r_rows if HAS_RESIDUAL else x_rows
     cols = tl.arange(0, BLOCK_N)
     if SINGLE_PASS:
         mask = row_mask[:, None] & (cols[None, :] < n_cols)
         x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        if HAS_RESIDUAL:
+            r = tl.load(r_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            s = (x + r).to(r_ptr.dtype.element_ty)
+            tl.store(r_rows + cols[None, :], s, mask=mask)
+            x = s.to(tl.float32)
         rstd = tl.rsqrt(tl.sum(x * x, axis=1) / n_cols + eps)
         w = tl.load(w_ptr + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
         y = x * rstd[:, None] * w[None, :]
@@ -41,46 +53,53 @@ def _rms_norm_kernel(
             c = start + cols
             mask = row_mask[:, None] & (c[None, :] < n_cols)
             x = tl.load(x_rows + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            if HAS_RESIDUAL:
+                r = tl.load(r_rows + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                s = (x + r).to(r_ptr.dtype.element_ty)
+                tl.store(r_rows + c[None, :], s, mask=mask)
+                x = s.to(tl.float32)
             acc += x * x
         rstd = tl.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)
+        if HAS_RESIDUAL:
+            tl.debug_barrier()  # the stored sums are re-read below, possibly by other threads
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
             mask = row_mask[:, None] & (c[None, :] < n_cols)
-            x = tl.load(x_rows + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            x = tl.load(src_rows + c[None, :], mask=mask, other=0.0).to(tl.float32)
             w = tl.load(w_ptr + c, mask=c < n_cols, other=0.0).to(tl.float32)
             y = x * rstd[:, None] * w[None, :]
             tl.store(y_rows + c[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def row_launch_config(n_cols: int, element_size: int) -> tuple[int, int, int, bool]:
-    """(BLOCK_N, ROWS, num_warps, SINGLE_PASS) for a row-wise kernel over ``n_cols``.
+def launch_rms_norm(
+    x2: torch.Tensor,
+    weight: torch.Tensor,
+    y2: torch.Tensor,
+    eps: float,
+    residual2: torch.Tensor | None = None,
+) -> None:
+    """Run the kernel on ``[rows, n]`` views with unit column stride.
 
-    Short rows are packed several to a program so each program moves >= 8 KB.
+    ``y2`` may be ``x2`` itself (in place); with ``residual2``, the residual is updated
+    in place and the sum is normalized.
     """
-    single = n_cols <= _MAX_FUSED
-    block_n = triton.next_power_of_2(n_cols) if single else 4096
-    rows = max(1, min(32, 8192 // (block_n * element_size))) if single else 1
-    tile_bytes = block_n * rows * element_size
-    num_warps = 4 if tile_bytes <= 4096 else 8 if tile_bytes <= 16384 else 16
-    return block_n, rows, num_warps, single
-
-
-def as_rows(x: torch.Tensor) -> torch.Tensor:
-    """View ``x [..., n]`` as ``[rows, n]`` with unit column stride (copies only if needed)."""
-    x2 = x.reshape(-1, x.shape[-1])
-    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+    n_rows, n_cols = x2.shape
+    if n_rows == 0:
+        return
+    r2 = residual2 if residual2 is not None else x2
+    block_n, rows, num_warps, single = row_launch_config(n_cols, x2.element_size())
+    _rms_norm_kernel[(triton.cdiv(n_rows, rows),)](
+        x2, r2, weight.contiguous(), y2, n_rows, n_cols,
+        x2.stride(0), r2.stride(0), y2.stride(0), eps,
+        BLOCK_N=block_n, ROWS=rows, SINGLE_PASS=single, HAS_RESIDUAL=residual2 is not None,
+        num_warps=num_warps,
+    )
 
 
 def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     x2 = as_rows(x)
-    n_rows, n_cols = x2.shape
-    y = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
-    if n_rows:
-        block_n, rows, num_warps, single = row_launch_config(n_cols, x.element_size())
-        _rms_norm_kernel[(triton.cdiv(n_rows, rows),)](
-            x2, weight.contiguous(), y, n_rows, n_cols, x2.stride(0), y.stride(0), eps,
-            BLOCK_N=block_n, ROWS=rows, SINGLE_PASS=single, num_warps=num_warps,
-        )
+    y = torch.empty(x2.shape, dtype=x.dtype, device=x.device)
+    launch_rms_norm(x2, weight, y, eps)
     return y.view(x.shape)
 
 
