@@ -13,9 +13,11 @@ _MAX_FUSED = 16384
 # Elements per program for elementwise kernels (initial choice, to be tuned): 4096 elements
 # is 8 KB of bf16 per operand, enough in flight per program to keep HBM busy.
 _TILE_ELEMENTS = 4096
-# Widest column block of an elementwise tile (initial choice, to be tuned): 1024 elements
-# is one 16-byte vector per lane of 4 warps for 16-bit types, twice over for 8 warps.
+# Widest column block of an elementwise tile (initial choice, to be tuned): 1024 16-bit
+# elements are one 16-byte vector for each of the 128 lanes of 4 warps.
 _MAX_TILE_COLS = 1024
+# Warps per elementwise program (initial choice, to be tuned).
+_TILE_WARPS = 4
 
 
 def row_launch_config(n_cols: int, element_size: int) -> tuple[int, int, int, bool]:
@@ -39,7 +41,7 @@ def tile_launch_config(n_cols: int) -> tuple[int, int, int]:
     """
     block_n = min(triton.next_power_of_2(max(n_cols, 1)), _MAX_TILE_COLS)
     rows = max(1, _TILE_ELEMENTS // block_n)
-    return block_n, rows, 4
+    return block_n, rows, _TILE_WARPS
 
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
@@ -53,6 +55,8 @@ def rows_view(x: torch.Tensor) -> torch.Tensor | None:
 
     ``None`` when no such view exists (then an in-place kernel cannot write through it).
     """
+    if x.dim() == 2 and x.stride(-1) == 1:
+        return x
     try:
         x2 = x.view(-1, x.shape[-1])
     except RuntimeError:
