@@ -122,14 +122,15 @@ def check_tp_vocab(ctx):
     assert VocabParallelEmbedding(101, 6, comm).weight.shape[0] == -(-101 // ctx.world)
 
 
-def _tiny_llama(ctx, *, tie: bool, attn: str, dtype: torch.dtype):
+def _tiny_llama(ctx, *, tie: bool, attn: str, dtype: torch.dtype, kv_heads: int = 2):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    if ctx.large:  # Llama-shaped (GPU): 16 heads, 4 kv heads, head_dim 64, 4 layers
-        sizes = dict(hidden_size=1024, num_attention_heads=16, num_key_value_heads=4,
+    if ctx.large:  # Llama-shaped (GPU): 16 heads, 4 (or 1) kv heads, head_dim 64, 4 layers
+        sizes = dict(hidden_size=1024, num_attention_heads=16,
+                     num_key_value_heads=4 if kv_heads == 2 else kv_heads,
                      intermediate_size=2816, vocab_size=32003, num_hidden_layers=4)
     else:
-        sizes = dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+        sizes = dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=kv_heads,
                      intermediate_size=96, vocab_size=101, num_hidden_layers=2)
     config = LlamaConfig(**sizes, max_position_embeddings=128, tie_word_embeddings=tie,
                          bos_token_id=1, eos_token_id=None, pad_token_id=0,
@@ -189,11 +190,16 @@ def check_tp_llama_forward(ctx):
             assert attn.k_proj.weight.shape[0] == kv_local * attn.head_dim
 
 
-def check_tp_llama_tied_eager(ctx):
-    model, vocab = _tiny_llama(ctx, tie=True, attn="eager", dtype=torch.float32)
-    _compare_sharded(ctx, model, vocab, torch.float32, generate=False)
+def check_tp_llama_one_kv_head_tied_eager(ctx):
+    """One kv head (replicated on every rank), tied embeddings, eager attention."""
+    model, vocab = _tiny_llama(ctx, tie=True, attn="eager", dtype=torch.float32, kv_heads=1)
+    _compare_sharded(ctx, model, vocab, torch.float32, generate=not ctx.large)
     if ctx.world > 1:
         assert model.lm_head.weight is model.model.embed_tokens.weight
+        attn = model.model.layers[0].self_attn
+        info = model.infercore_tensor_parallel
+        assert attn.num_key_value_groups == info.num_attention_heads // ctx.world
+        assert info.kv_heads_replicated
 
 
 def check_tp_phi3_fused(ctx):
@@ -203,11 +209,14 @@ def check_tp_phi3_fused(ctx):
         assert isinstance(model.model.layers[0].self_attn.qkv_proj, QKVParallelLinear)
 
 
-CHECKS = {
+LAYER_CHECKS = {
     "tp_linear_layers": check_tp_linear_layers,
     "tp_qkv_heads": check_tp_qkv_heads,
     "tp_vocab": check_tp_vocab,
+}
+#: These import transformers (seconds per process).
+MODEL_CHECKS = {
     "tp_llama_forward": check_tp_llama_forward,
-    "tp_llama_tied_eager": check_tp_llama_tied_eager,
+    "tp_llama_one_kv_head_tied_eager": check_tp_llama_one_kv_head_tied_eager,
     "tp_phi3_fused": check_tp_phi3_fused,
 }

@@ -1,8 +1,10 @@
 """Entry point of the multi-process tests: run under ``python -m infercore.comm.launch``.
 
-``python dist_worker.py SCENARIO OUTDIR [--backend B] [--device D] [--large]`` writes
-``OUTDIR/rank<R>.json`` mapping each check to ``"ok"``, ``"skip: ..."`` or the traceback.
-Scenarios: ``collectives``, ``tp``, ``all`` (both), ``timeout``, ``fail``.
+``python dist_worker.py SCENARIO OUTDIR [--groups G,...] [--backend B] [--device D]
+[--large]`` writes ``OUTDIR/rank<R>.json``. Scenario ``checks`` runs the check groups
+(``collectives``, ``tp_layers``, ``tp_models``) and maps each check to ``"ok"``,
+``"skip: ..."`` or its traceback; ``timeout`` and ``fail`` are described at their
+functions.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 #: halfway leaves its peers waiting: they raise instead of hanging).
 TIMEOUT_S = 2.0
 CHECKS_TIMEOUT_S = 60.0
+GROUPS = ("collectives", "tp_layers", "tp_models")
 
 
 @dataclass
@@ -55,8 +58,9 @@ def _fail_scenario(outdir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["collectives", "tp", "all", "timeout", "fail"])
+    parser.add_argument("scenario", choices=["checks", "timeout", "fail"])
     parser.add_argument("outdir", type=Path)
+    parser.add_argument("--groups", default=",".join(GROUPS))
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--large", action="store_true")
@@ -80,11 +84,11 @@ def main() -> None:
     if args.scenario == "timeout":
         _write(args.outdir, ctx.rank, checks_collectives.run_timeout(ctx, TIMEOUT_S))
         os._exit(0)  # the group is broken after a timeout: skip its teardown
+    groups = {"collectives": checks_collectives.CHECKS, "tp_layers": checks_tp.LAYER_CHECKS,
+              "tp_models": checks_tp.MODEL_CHECKS}
     checks = {}
-    if args.scenario in ("collectives", "all"):
-        checks.update(checks_collectives.CHECKS)
-    if args.scenario in ("tp", "all"):
-        checks.update(checks_tp.CHECKS)
+    for group in args.groups.split(","):
+        checks.update(groups[group])
     results = {}
     for name, fn in checks.items():
         start = time.monotonic()
@@ -98,6 +102,7 @@ def main() -> None:
         results[f"{name}.seconds"] = round(time.monotonic() - start, 3)
     _write(args.outdir, ctx.rank, results)
     comm.close()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

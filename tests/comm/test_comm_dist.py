@@ -17,17 +17,24 @@ from tests.comm.launching import assert_check_passed, launch_worker, rank_result
 
 GPU_ONLY = ("cuda_graph", "side_stream")
 COLLECTIVE_CHECKS = [c for c in checks_collectives.CHECKS if c not in GPU_ONLY]
+LAYER_CHECKS = list(checks_tp.LAYER_CHECKS)
+MODEL_CHECKS = list(checks_tp.MODEL_CHECKS)
 
 
-@pytest.mark.parametrize("check", COLLECTIVE_CHECKS + list(checks_tp.CHECKS))
-@pytest.mark.parametrize("world", [2, 4])
-def test_gloo(world, check):
-    assert_check_passed(world, check, "all")
+@pytest.mark.parametrize("check", COLLECTIVE_CHECKS + LAYER_CHECKS + MODEL_CHECKS)
+def test_gloo_two_ranks(check):
+    assert_check_passed(2, check, "checks")
+
+
+@pytest.mark.parametrize("check", COLLECTIVE_CHECKS + LAYER_CHECKS)
+def test_gloo_four_ranks(check):
+    """The tiny-model checks run at two ranks only (each rank imports transformers)."""
+    assert_check_passed(4, check, "checks", "--groups", "collectives,tp_layers")
 
 
 @pytest.mark.parametrize("check", COLLECTIVE_CHECKS)
 def test_gloo_one_rank(check):
-    assert_check_passed(1, check, "collectives")
+    assert_check_passed(1, check, "checks", "--groups", "collectives")
 
 
 def test_timeout_raises_instead_of_hanging():

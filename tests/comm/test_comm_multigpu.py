@@ -17,11 +17,13 @@ pytestmark = pytest.mark.multigpu
 @pytest.mark.parametrize("check", list(checks_collectives.CHECKS))
 @pytest.mark.parametrize("backend", ["torch", "pynccl"])
 def test_nccl_collectives(backend, check):
-    assert_check_passed(2, check, "collectives", "--backend", backend, "--device", "cuda")
+    assert_check_passed(2, check, "checks", "--groups", "collectives", "--backend", backend,
+                        "--device", "cuda")
 
 
-@pytest.mark.parametrize("check", list(checks_tp.CHECKS))
+@pytest.mark.parametrize("check", [*checks_tp.LAYER_CHECKS, *checks_tp.MODEL_CHECKS])
 def test_tensor_parallel_on_two_gpus(check):
-    """TP=2 equals TP=1; tp_llama_forward uses a Llama-shaped model (16 heads, 4 kv heads,
-    hidden 1024, 4 layers, vocab 32003) in float32 and bfloat16."""
-    assert_check_passed(2, check, "tp", "--device", "cuda", "--large")
+    """TP=2 equals TP=1. With --large the Llama checks use a Llama-shaped model (16 heads,
+    4 or 1 kv heads, hidden 1024, 4 layers, vocab 32003), float32 and bfloat16."""
+    assert_check_passed(2, check, "checks", "--groups", "tp_layers,tp_models", "--device",
+                        "cuda", "--large")
