@@ -136,6 +136,19 @@ def _describe(t: torch.Tensor) -> str:
     return f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}"
 
 
+class _What:
+    """``"<call> of <dtype>[shape]"`` for messages, formatted only when one is raised."""
+
+    __slots__ = ("call", "t")
+
+    def __init__(self, call: str, t: torch.Tensor) -> None:
+        self.call = call
+        self.t = t
+
+    def __str__(self) -> str:
+        return f"{self.call} of {_describe(self.t)}"
+
+
 def _check_tensor(name: str, t: object) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -246,7 +259,7 @@ class BaseCommunicator:
 
     # -- shared machinery ------------------------------------------------------------------
 
-    def _fail(self, what: str, err: BaseException) -> NoReturn:
+    def _fail(self, what: object, err: BaseException) -> NoReturn:
         lines = str(err).strip().splitlines()
         cause = lines[0] if lines else type(err).__name__
         where = (
@@ -261,17 +274,17 @@ class BaseCommunicator:
             ) from err
         raise CommError(f"{what} failed {where}: {cause}") from err
 
-    def _guarded(self, what: str, fn: Callable[[], Any]) -> Any:
+    def _guarded(self, what: object, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
         except (RuntimeError, TimeoutError) as err:
-            if isinstance(err, CommError) and what in str(err):
+            if isinstance(err, CommError) and str(what) in str(err):
                 raise
             self._fail(what, err)
 
     def _run(
         self,
-        what: str,
+        what: object,
         launch: Callable[[], Any],
         finalize: Callable[[], Any],
         async_op: bool,
@@ -302,7 +315,7 @@ class BaseCommunicator:
         self._check_device(t, what)
         return t
 
-    def _check_same(self, what: str, t: torch.Tensor, arg_name: str | None, arg: int,
+    def _check_same(self, what: object, t: torch.Tensor, arg_name: str | None, arg: int,
                     *, leading_may_differ: bool = False) -> None:
         """The optional cross-rank check: every rank's dtype, shape and argument agree."""
         if not self.check_shapes or self.world_size == 1:
@@ -360,7 +373,7 @@ class BaseCommunicator:
         what = f"all_reduce(op={op!r})"
         t = self._prepare("t", t, what)
         op = self._reduce_op(op, t, what)
-        what = f"{what} of {_describe(t)}"
+        what = _What(what, t)
         self._check_same(what, t, "op", REDUCE_OPS.index(op))
         buf = t if t.is_contiguous() else t.contiguous()
         wire_op = op if op != "avg" or self.native_avg else "sum"
@@ -390,7 +403,7 @@ class BaseCommunicator:
         what = f"all_gather(dim={dim})"
         t = self._prepare("t", t, what)
         dim = _norm_dim(t, dim, what)
-        what = f"all_gather(dim={dim}) of {_describe(t)}"
+        what = _What(f"all_gather(dim={dim})", t)
         self._check_same(what, t, "dim", dim)
         inp = t.movedim(dim, 0).contiguous()
         out = torch.empty((self.world_size * inp.shape[0], *inp.shape[1:]), dtype=t.dtype,
@@ -428,7 +441,7 @@ class BaseCommunicator:
                 f"{what}: t.shape[{dim}] = {t.shape[dim]} must be divisible by the world "
                 f"size {self.world_size}"
             )
-        what = f"reduce_scatter(dim={dim}, op={op!r}) of {_describe(t)}"
+        what = _What(f"reduce_scatter(dim={dim}, op={op!r})", t)
         self._check_same(what, t, "op", REDUCE_OPS.index(op))
         inp = t.movedim(dim, 0).contiguous()
         out = torch.empty((inp.shape[0] // self.world_size, *inp.shape[1:]), dtype=t.dtype,
@@ -461,7 +474,7 @@ class BaseCommunicator:
         what = f"broadcast(src={src})"
         t = self._prepare("t", t, what)
         self._check_rank("src", src, what)
-        what = f"broadcast(src={src}) of {_describe(t)}"
+        what = _What(f"broadcast(src={src})", t)
         self._check_same(what, t, "src", src)
         buf = t if t.is_contiguous() else t.contiguous()
 
@@ -522,7 +535,7 @@ class BaseCommunicator:
                 f"{what}: t.shape[0] = {n} must be divisible by the world size "
                 f"{self.world_size} when input_splits is not given"
             )
-        what = f"all_to_all of {_describe(t)}"
+        what = _What("all_to_all", t)
         self._check_same(what, t, None, 0, leading_may_differ=True)
         inp = t.contiguous()
         if ins is not None and outs is None:
@@ -546,7 +559,7 @@ class BaseCommunicator:
         what = f"send(dst={dst})"
         t = self._prepare("t", t, what)
         self._check_rank("dst", dst, what, not_self=True)
-        what = f"send(dst={dst}) of {_describe(t)}"
+        what = _What(f"send(dst={dst})", t)
         buf = t.contiguous()
         return self._run(what, lambda: self._send(buf, dst, async_op), lambda: None, async_op)
 
@@ -558,7 +571,7 @@ class BaseCommunicator:
         what = f"recv(src={src})"
         t = self._prepare("t", t, what)
         self._check_rank("src", src, what, not_self=True)
-        what = f"recv(src={src}) of {_describe(t)}"
+        what = _What(f"recv(src={src})", t)
         buf = t if t.is_contiguous() else torch.empty_like(t, memory_format=torch.contiguous_format)
 
         def finalize() -> torch.Tensor:

@@ -80,10 +80,8 @@ class TorchCommunicator(BaseCommunicator):
             timeout_s=timeout_s,
             check_shapes=check_shapes,
         )
-
-    @property
-    def native_avg(self) -> bool:  # type: ignore[override]
-        return self._backends.get(self.device.type) == "nccl"
+        # gloo has no AVG on every torch version: it runs as a sum, divided afterwards.
+        self.native_avg = backends.get(device.type) == "nccl"  # type: ignore[misc]
 
     def _check_device(self, t: torch.Tensor, op: str) -> None:
         if t.device.type not in self._backends:
