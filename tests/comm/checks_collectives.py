@@ -269,21 +269,29 @@ def check_argument_errors(ctx):
 
 
 def run_timeout(ctx, timeout_s: float) -> dict[str, str]:
-    """Rank 1 skips a collective; rank 0 must raise within the timeout, not hang."""
+    """Rank 1 skips a collective; rank 0 must raise within the timeout, not hang.
+
+    The ``pynccl`` backend enforces its timeout in ``barrier()`` (its other calls only
+    enqueue GPU work), so that is the call rank 0 makes there; else an ``all_reduce``.
+    """
     if ctx.rank != 0:
         time.sleep(timeout_s + 3)
         return {"skipped_collective": "ok"}
+    if ctx.backend == "pynccl":
+        name, call = "barrier", ctx.comm.barrier
+    else:
+        name, call = "all_reduce", lambda: ctx.comm.all_reduce(torch.ones(11, device=ctx.device))
     start = time.monotonic()
     try:
-        ctx.comm.all_reduce(torch.ones(11, device=ctx.device))
+        call()
     except CollectiveTimeoutError as err:
         elapsed = time.monotonic() - start
         text = str(err)
-        for needle in ("all_reduce", "timed out", "rank 0 of 2", "[0, 1]"):
+        for needle in (name, "timed out", "rank 0 of 2", "[0, 1]"):
             assert needle in text, f"{needle!r} not in {text}"
         assert timeout_s - 0.5 <= elapsed <= timeout_s + 10, f"raised after {elapsed:.1f} s"
         return {"timeout_raised": "ok", "elapsed_s": f"{elapsed:.2f}", "message": text}
-    raise AssertionError("all_reduce without its peer returned")
+    raise AssertionError(f"{name} without its peer returned")
 
 
 def check_cuda_graph(ctx):

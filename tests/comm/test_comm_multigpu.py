@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.comm import checks_collectives, checks_tp
-from tests.comm.launching import assert_check_passed
+from tests.comm.launching import assert_check_passed, rank_results
 
 pytestmark = pytest.mark.multigpu
 
@@ -27,3 +27,10 @@ def test_tensor_parallel_on_two_gpus(check):
     4 or 1 kv heads, hidden 1024, 4 layers, vocab 32003), float32 and bfloat16."""
     assert_check_passed(2, check, "checks", "--groups", "tp_layers,tp_models", "--device",
                         "cuda", "--large")
+
+
+def test_pynccl_barrier_times_out_instead_of_hanging():
+    code, results = rank_results(2, "timeout", "--backend", "pynccl", "--device", "cuda")
+    assert results[0].get("timeout_raised") == "ok", results[0]
+    assert results[1].get("skipped_collective") == "ok", results[1]
+    assert code == 0

@@ -341,7 +341,8 @@ class BaseCommunicator:
         for rank, row in enumerate(rows):
             dtype = str(_DTYPES[row[0]]).removeprefix("torch.") if row[0] >= 0 else "other"
             dims = row[4 : 4 + min(row[1], _META_DIMS)]
-            arg_text = f" {arg_name}={row[2]}" if arg_name else ""
+            arg = REDUCE_OPS[row[2]] if arg_name == "op" else row[2]
+            arg_text = f" {arg_name}={arg}" if arg_name else ""
             listing.append(f"rank {rank}: {dtype}{dims}{arg_text}")
         rule = "dtype and trailing dims" if leading_may_differ else "dtype and shape"
         if arg_name:

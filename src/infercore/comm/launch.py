@@ -151,11 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--master-port", type=int, default=None, help="default: a free port")
     parser.add_argument("--grace", type=float, default=5.0,
                         help="seconds from SIGTERM to SIGKILL when stopping ranks")
-    parser.add_argument("-m", dest="module", default=None, help="run a module, as python -m")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="script.py [args ...]")
+    parser.add_argument("-m", "--module", action="store_true",
+                        help="the command is a module name, run as python -m")
+    parser.add_argument("command", nargs=argparse.REMAINDER,
+                        help="script.py [args ...] (or module [args ...] with -m)")
     args = parser.parse_args(argv)
-    command = (["-m", args.module] if args.module else []) + list(args.command)
-    if not command:
+    command = (["-m"] if args.module else []) + list(args.command)
+    if not args.command:
         parser.error("give a script to run (or -m module)")
     if args.nproc < 1:
         parser.error(f"-n must be >= 1, got {args.nproc}")
