@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from infercore.comm.base import (
+from infercore.comm.config import CommConfig, PyNcclConfig
+from infercore.comm.interface import (
     REDUCE_OPS,
     CollectiveTimeoutError,
     CommError,
     Communicator,
     Handle,
 )
-from infercore.comm.config import CommConfig, PyNcclConfig
 from infercore.comm.tp import (
     ColumnParallelLinear,
     LinearSharder,

@@ -8,7 +8,7 @@ from infercore.registry import Family, Registry
 
 @hookimpl
 def infercore_register(registry: Registry) -> None:
-    from infercore.comm.base import Communicator
+    from infercore.comm.interface import Communicator
 
     registry.add_family(
         Family(

@@ -25,8 +25,9 @@ from typing import Any, ClassVar
 import torch
 import torch.distributed as dist
 
-from infercore.comm.base import BaseCommunicator, CommError
+from infercore.comm.base import BaseCommunicator
 from infercore.comm.env import DEFAULT_TIMEOUT_S, backend_map, disable_nvls
+from infercore.comm.interface import CommError
 from infercore.comm.pynccl.library import NCCL_DTYPES, NCCL_OPS, NcclLibrary, NcclUniqueId
 
 __all__ = ["PyNcclCommunicator"]

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from infercore.comm.base import CommError
+from infercore.comm.interface import CommError
 
 __all__ = ["NCCL_DTYPES", "NCCL_OPS", "NcclLibrary", "NcclUniqueId", "find_nccl_library"]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from torch import nn
 
-from infercore.comm.base import Communicator
 from infercore.comm.env import disable_nvls
+from infercore.comm.interface import Communicator
 from infercore.comm.tp.linear import (
     ColumnParallelLinear,
     MergedColumnParallelLinear,

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from infercore.comm.base import Communicator
+from infercore.comm.interface import Communicator
 from infercore.comm.tp.sharding import (
     even_range,
     head_rows,

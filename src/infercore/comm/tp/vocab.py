@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infercore.comm.base import Communicator
+from infercore.comm.interface import Communicator
 
 __all__ = ["ParallelLMHead", "VocabParallelEmbedding", "vocab_range"]
 
