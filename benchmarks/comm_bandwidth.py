@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 from collections.abc import Callable
 
 import torch
@@ -156,8 +158,11 @@ def main() -> None:
     latency = _latency(comms, args.trials, cpu_group, device)
     if rank == 0:
         _report(results, latency, notes, world, device, args.out, comms)
-    for c in comms.values():
-        c.close()
+    dist.barrier(group=cpu_group)
+    # No communicator teardown: destroying NCCL communicators that took part in CUDA-graph
+    # capture can hang (pytorch/pytorch#115388). Every rank has finished its work.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def _report(results, latency, notes, world, device, path, comms) -> None:

@@ -317,6 +317,8 @@ def check_cuda_graph(ctx):
         torch.cuda.synchronize()
         same(x, reduce_ref(xs, "sum"), torch.float32, magnitude(xs, "sum"))
         assert torch.equal(gathered, torch.cat(ys, dim=1)), "replayed all_gather differs"
+    del graph
+    torch.cuda.synchronize()
 
 
 def check_side_stream(ctx):

@@ -78,7 +78,7 @@ def main() -> None:
     if args.device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     timeout = TIMEOUT_S if args.scenario == "timeout" else CHECKS_TIMEOUT_S
-    comm = init_communicator(args.backend, timeout_s=timeout)
+    comm = init_communicator(args.backend, timeout_s=timeout, device=args.device)
     device = comm.device
     ctx = Ctx(comm, comm.rank, comm.world_size, device, args.backend, args.large)
     if args.scenario == "timeout":
@@ -101,6 +101,10 @@ def main() -> None:
             results[name] = traceback.format_exc()
         results[f"{name}.seconds"] = round(time.monotonic() - start, 3)
     _write(args.outdir, ctx.rank, results)
+    if device.type == "cuda":
+        # Destroying NCCL communicators that took part in CUDA-graph capture can hang
+        # (pytorch/pytorch#115388); the results are written, so leave without teardown.
+        os._exit(0)
     comm.close()
     torch.distributed.destroy_process_group()
 

@@ -49,6 +49,8 @@ def resolve_group(config: CommConfig) -> tuple[dist.ProcessGroup, torch.device]:
     group = config.group if config.group is not None else dist.group.WORLD
     if config.device is not None:
         device = torch.device(config.device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
     elif backend_map(group).get("cuda") == "nccl" and torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())
     else:
