@@ -65,6 +65,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "infercore.ops.norm.plugin",
     "infercore.ops.rope.plugin",
     "infercore.ops.activation.plugin",
+    "infercore.comm.plugin",
 )
 
 
