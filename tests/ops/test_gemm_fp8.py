@@ -282,6 +282,14 @@ def test_gemm_fp8_bf16_on_cuda(backend, recipe, shape):
 
 
 @pytest.mark.cuda
+def test_triton_fp8_with_row_major_b_on_cuda():
+    """b_q [K, N] row-major (not the column-major layout FP8 tensor cores read)."""
+    a_q, b_q, a_s, b_s = _quantized_operands(300, 512, 1024, "token_channel", "cuda")
+    out, ref = _run_fp8("triton", a_q, b_q.contiguous(), a_s, b_s, torch.bfloat16)
+    assert_close(out, ref, dtype=torch.bfloat16)
+
+
+@pytest.mark.cuda
 def test_quantize_fp8_on_cuda_matches_cpu():
     x = _randn(300, 520, seed=11)
     for granularity, block in GRANULARITIES:

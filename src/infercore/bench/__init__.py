@@ -101,15 +101,19 @@ def suite(
 
 def suites() -> dict[str, Suite]:
     """Every registered suite (imports ``infercore.bench.suites.*``)."""
-    from infercore.bench import suites as pkg
-
+    pkg = importlib.import_module(f"{__name__}.suites")
     for mod in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{pkg.__name__}.{mod.name}")
     return dict(sorted(_SUITES.items()))
 
 
+# Importing the subpackage ``infercore.bench.suites`` rebinds the module attribute
+# ``suites`` to it, so the harness calls the function through this name.
+_all_suites = suites
+
+
 def get_suite(name: str) -> Suite:
-    all_suites = suites()
+    all_suites = _all_suites()
     if name not in all_suites:
         raise ValueError(f"unknown suite {name!r}; available: {', '.join(all_suites)}")
     return all_suites[name]

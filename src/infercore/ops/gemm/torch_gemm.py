@@ -9,7 +9,7 @@ import torch
 from infercore.registry import Backend
 
 
-def _widening_mm_available(device: torch.device) -> bool:
+def _widening_mm(device: torch.device) -> bool:
     """Whether ``torch.mm(a, b, out_dtype=torch.float32)`` exists for 16-bit inputs here."""
     return device.type == "cuda" and hasattr(torch.ops.aten.mm, "dtype")
 
@@ -24,11 +24,18 @@ class TorchGemm(Backend):
 
     def not_supported_reasons(self, inputs: Any) -> list[str]:
         reasons = super().not_supported_reasons(inputs)
-        widening = inputs.out_dtype == torch.float32 and inputs.dtype != torch.float32
-        if widening and not _widening_mm_available(inputs.device):
+        dtype, out_dtype = inputs.dtype, inputs.out_dtype
+        if out_dtype == dtype or dtype == torch.float32:
+            return reasons
+        if out_dtype == torch.float32:
+            if not _widening_mm(inputs.device):
+                reasons.append(
+                    "float32 output from 16-bit inputs needs torch.mm(..., out_dtype=) (CUDA "
+                    "only); torch.mm would round the result to the input dtype first"
+                )
+        else:
             reasons.append(
-                "float32 output from 16-bit inputs needs torch.mm(..., out_dtype=) (CUDA only); "
-                "torch.mm would round the result to the input dtype first"
+                f"{out_dtype} output from {dtype} inputs: torch.mm would round twice"
             )
         return reasons
 
@@ -40,12 +47,10 @@ class TorchGemm(Backend):
                 torch.mm(a, b, out=out)
             else:
                 torch.addmm(bias.to(a.dtype), a, b, out=out)
-            return
-        if out.dtype == torch.float32:
-            torch.mm(a, b, out_dtype=torch.float32, out=out)
-        else:
-            # Narrowing (float32 inputs, 16-bit output): exact float32 product, one rounding.
+        elif a.dtype == torch.float32:
+            # Narrowing: the float32 product (and bias) rounded once to the output dtype.
             out.copy_(torch.mm(a, b) if bias is None else torch.addmm(bias.float(), a, b))
-            return
-        if bias is not None:
-            out.add_(bias)
+        else:
+            torch.mm(a, b, out_dtype=torch.float32, out=out)
+            if bias is not None:
+                out.add_(bias)
