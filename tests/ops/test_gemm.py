@@ -1,12 +1,25 @@
 """gemm / linear: every registered backend against the reference, plus argument checks."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 import infercore
 from infercore.ops.gemm import GemmInputs
 from infercore.ops.gemm.reference import gemm_reference
-from infercore.ops.gemm.triton_configs import CONFIGS, GemmConfig, pick_config
+from infercore.ops.gemm.triton_configs import (
+    CONFIGS,
+    SM90_SHARED_MEMORY,
+    GemmConfig,
+    fit_shared_memory,
+    pick_config,
+    shared_memory_bytes,
+)
 from infercore.ops.gemm.triton_launch import launch_matmul
 from infercore.registry import backends, get_registry
 from tests.helpers import assert_close, backend_params, poison, skip_unless_supported
@@ -153,15 +166,34 @@ def test_triton_falls_back_to_pointers_for_unaligned_rows(device):
 
 
 def test_config_table_fits_hopper_shared_memory():
-    """Every Hopper entry's pipeline plus its output tile fits in 227 KB of shared memory."""
+    """Every Hopper entry fits 227 KB of shared memory with a 16-bit output tile as it is,
+    and with a float32 one once fitted (fewer stages)."""
     for (cls, bits, _), cfg in CONFIGS.items():
         assert cfg.block_k * bits // 8 >= 16, cfg  # TMA boxes and dots need 16-byte rows
         if cls != "sm90":
             continue
-        stage = (cfg.block_m + cfg.block_n) * cfg.block_k * bits // 8
-        out_tile = cfg.block_m * cfg.block_n * max(2, bits // 8)
-        assert cfg.num_stages * stage + out_tile <= 227 * 1024, cfg
+        assert fit_shared_memory(cfg, bits // 8, 2) == cfg
+        fitted = fit_shared_memory(cfg, bits // 8, 4)
+        assert shared_memory_bytes(fitted, bits // 8, 4) <= SM90_SHARED_MEMORY, fitted
+        assert fitted.num_stages >= 2 and fitted.block_m == cfg.block_m
     assert pick_config(1, 16, torch.device("cpu")).persistent
+
+
+def test_kernels_compile_for_hopper_with_wgmma_and_tma():
+    """Ahead-of-time compilation for sm90 (no GPU needed): the Hopper path really uses
+    wgmma and TMA, and fits in shared memory."""
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).resolve().parents[2]
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-m", "tests.ops.sm90_compile"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == 3, proc.stdout
+    for r in results:
+        assert r["wgmma"] and r["tma"], r
+        assert r["shared"] <= SM90_SHARED_MEMORY, r
 
 
 def test_auto_dispatch_order():

@@ -20,7 +20,20 @@ import torch
 
 from infercore.registry import compute_capability
 
-__all__ = ["CONFIGS", "GemmConfig", "device_class", "m_class", "num_sms", "pick_config"]
+__all__ = [
+    "CONFIGS",
+    "SM90_SHARED_MEMORY",
+    "GemmConfig",
+    "device_class",
+    "fit_shared_memory",
+    "m_class",
+    "num_sms",
+    "pick_config",
+    "shared_memory_bytes",
+]
+
+#: Shared memory one Hopper thread block may use (227 KB), less 1 KB for barriers.
+SM90_SHARED_MEMORY = 227 * 1024 - 1024
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,24 @@ def num_sms(device: torch.device) -> int:
     if device.type != "cuda":
         return _INTERPRETER_SMS
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def shared_memory_bytes(config: GemmConfig, in_bytes: int, out_bytes: int) -> int:
+    """Shared memory of the TMA kernel: the pipelined operand tiles plus the output tile."""
+    operands = config.num_stages * (config.block_m + config.block_n) * config.block_k * in_bytes
+    return operands + config.block_m * config.block_n * out_bytes
+
+
+def fit_shared_memory(
+    config: GemmConfig, in_bytes: int, out_bytes: int, limit: int = SM90_SHARED_MEMORY
+) -> GemmConfig:
+    """``config`` with fewer stages (down to 2), then narrower tiles, until the TMA kernel
+    fits in ``limit`` bytes (a float32 output tile is twice a 16-bit one)."""
+    while shared_memory_bytes(config, in_bytes, out_bytes) > limit and config.num_stages > 2:
+        config = dataclasses.replace(config, num_stages=config.num_stages - 1)
+    while shared_memory_bytes(config, in_bytes, out_bytes) > limit and config.block_n > 16:
+        config = dataclasses.replace(config, block_n=config.block_n // 2)
+    return config
 
 
 def pick_config(m: int, bits: int, device: torch.device) -> GemmConfig:

@@ -24,8 +24,11 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-#: K extent of one scale group for K-grouped (block-wise) FP8 scales.
-SCALE_GROUP_K = 128
+from infercore.ops.gemm.fp8 import GROUP
+
+#: K extent of one scale group for K-grouped (block-wise) FP8 scales (a constexpr global:
+#: the only kind of global a compiled kernel may read).
+SCALE_GROUP_K = tl.constexpr(GROUP)
 
 
 @triton.jit

@@ -7,15 +7,17 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from infercore.ops.gemm.triton_configs import GemmConfig, num_sms, pick_config
-from infercore.ops.gemm.triton_kernels import (
-    SCALE_GROUP_K,
-    _matmul_ptr_kernel,
-    _matmul_tma_kernel,
+from infercore.ops.gemm.fp8 import GROUP
+from infercore.ops.gemm.triton_configs import (
+    GemmConfig,
+    fit_shared_memory,
+    num_sms,
+    pick_config,
 )
+from infercore.ops.gemm.triton_kernels import _matmul_ptr_kernel, _matmul_tma_kernel
 from infercore.registry import compute_capability
 
-__all__ = ["OperandScale", "launch_matmul", "tma_compatible"]
+__all__ = ["OperandScale", "kernel_constexprs", "launch_matmul", "tma_compatible"]
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,34 @@ def _tma_device(device: torch.device) -> bool:
     return cc is None or cc >= (9, 0)
 
 
-def _input_precision(dtype: torch.dtype, device: torch.device) -> str | None:
+def _input_precision(dtype: torch.dtype, device: torch.device) -> str:
+    """TF32 tensor cores for float32 only where PyTorch allows them (``"tf32"`` is also
+    Triton's value for other dtypes, which it ignores)."""
     if dtype != torch.float32:
-        return None
+        return "tf32" if device.type == "cuda" else "ieee"
     tf32 = device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
     return "tf32" if tf32 else "ieee"
+
+
+def kernel_constexprs(
+    config: GemmConfig,
+    dtype: torch.dtype,
+    device: torch.device,
+    has_bias: bool,
+    scales: tuple[int, bool, int, bool],
+) -> dict:
+    """The compile-time arguments both kernels take (``scales``: SA_G, SA_K, SB_G, SB_K)."""
+    sa_g, sa_k, sb_g, sb_k = scales
+    return dict(
+        HAS_BIAS=has_bias,
+        SA_G=sa_g, SA_K=sa_k, SB_G=sb_g, SB_K=sb_k,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+        GROUP_M=config.group_m,
+        INPUT_PRECISION=_input_precision(dtype, device),
+        # FP8 on Hopper: promote the tensor-core partial sums to float32 once per K tile
+        # (0: not applicable to other dtypes).
+        IMPRECISE_ACC=config.block_k if dtype.itemsize == 1 else 0,
+    )
 
 
 def _scale_args(s: OperandScale | None, dummy: torch.Tensor) -> tuple:
@@ -91,8 +116,11 @@ def launch_matmul(
     bits = a.element_size() * 8
     config = config or pick_config(m, bits, a.device)
     k_grouped = any(s is not None and s.k_grouped for s in (a_scale, b_scale))
-    if k_grouped and SCALE_GROUP_K % config.block_k:
-        config = config.with_block_k(SCALE_GROUP_K)
+    if k_grouped and GROUP % config.block_k:
+        config = config.with_block_k(GROUP)
+    use_tma = config.tma and _tma_device(a.device) and tma_compatible(a, b, out)
+    if use_tma:
+        config = fit_shared_memory(config, a.element_size(), out.element_size())
     num_tiles = triton.cdiv(m, config.block_m) * triton.cdiv(n, config.block_n)
     programs = num_tiles
     if config.persistent:
@@ -100,17 +128,11 @@ def launch_matmul(
     sa, s_sam, s_sak, sa_g, sa_k = _scale_args(a_scale, out)
     sb, s_sbn, s_sbk, sb_g, sb_k = _scale_args(b_scale, out)
     common = dict(
-        HAS_BIAS=bias is not None,
-        SA_G=sa_g, SA_K=sa_k, SB_G=sb_g, SB_K=sb_k,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-        GROUP_M=config.group_m,
-        INPUT_PRECISION=_input_precision(a.dtype, a.device),
-        # FP8 on Hopper: promote the tensor-core partial sums to float32 once per K tile.
-        IMPRECISE_ACC=config.block_k if bits == 8 else None,
+        kernel_constexprs(config, a.dtype, a.device, bias is not None, (sa_g, sa_k, sb_g, sb_k)),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     bias_arg = bias if bias is not None else out
-    if config.tma and _tma_device(a.device) and tma_compatible(a, b, out):
+    if use_tma:
         from triton.tools.tensor_descriptor import TensorDescriptor
 
         b_kmajor = _aligned(b.t())
