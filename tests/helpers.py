@@ -45,3 +45,12 @@ def poison(t: torch.Tensor) -> torch.Tensor:
     if t.is_floating_point():
         return t.fill_(float("nan"))
     return t.fill_(-0x7EADBEEF if t.dtype in (torch.int32, torch.int64) else 0x5A)
+
+
+def skip_unless_supported(family: str, backend: str, inputs: object) -> None:
+    """Skip the test, with the backend's reasons, when it declines these inputs."""
+    from infercore.registry import get_registry
+
+    reasons = get_registry().get(family, backend).not_supported_reasons(inputs)
+    if reasons:
+        pytest.skip(f"{family}:{backend} declines these inputs: " + "; ".join(reasons))

@@ -66,6 +66,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "infercore.ops.rope.plugin",
     "infercore.ops.activation.plugin",
     "infercore.comm.plugin",
+    "infercore.ops.gemm.plugin",
 )
 
 

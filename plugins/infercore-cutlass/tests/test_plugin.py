@@ -1,0 +1,113 @@
+"""The cutlass plugin: registration through the entry point, reasons, tile choice, GEMMs."""
+
+import importlib.metadata
+import sqlite3
+from types import SimpleNamespace
+
+import pytest
+import torch
+from infercore_cutlass import kernels, runtime
+
+import infercore
+from infercore.plugins import statuses
+from infercore.registry import backends, get_registry
+
+
+def _cutlass():
+    return get_registry().get("gemm", "cutlass")
+
+
+def test_entry_point_registers_the_cutlass_backend():
+    eps = importlib.metadata.entry_points(group="infercore")
+    assert any(ep.name == "cutlass" and ep.value == "infercore_cutlass.plugin" for ep in eps)
+    assert "cutlass" in [b.name for b in backends("gemm")]
+    assert _cutlass().plugin == "cutlass"
+    assert {s.name: s.status for s in statuses()}["cutlass"] == "loaded"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the reasons given without CUDA")
+def test_unavailable_without_cuda_with_reasons():
+    reasons = _cutlass().environment_reasons()
+    assert any("cuda device" in r for r in reasons), reasons
+    a = torch.randn(16, 32, dtype=torch.float16)
+    b = torch.randn(32, 8, dtype=torch.float16)
+    with pytest.raises(ValueError, match="backend 'cutlass' of 'gemm', which cannot run"):
+        infercore.ops.gemm(a, b, backend="cutlass")
+    assert infercore.ops.gemm(a, b).shape == (16, 8)  # auto passes it over
+
+
+def _td(tb, cluster, kernel="ScheduleAuto", epilogue="ScheduleAuto", stages=0, sched="Default"):
+    return SimpleNamespace(
+        threadblock_shape=list(tb), cluster_shape=list(cluster), stages=stages,
+        kernel_schedule=f"KernelScheduleType.{kernel}",
+        epilogue_schedule=f"EpilogueScheduleType.{epilogue}",
+        tile_scheduler=f"TileSchedulerType.{sched}",
+    )
+
+
+def test_tile_choice_follows_preferences():
+    coop = ("TmaWarpSpecializedCooperative", "TmaWarpSpecializedCooperative")
+    tds = [
+        _td((256, 256, 64), (2, 1, 1), *coop),
+        _td((128, 256, 64), (2, 1, 1), *coop, sched="StreamK"),
+        _td((128, 256, 64), (2, 1, 1), "TmaWarpSpecializedPingpong", "TmaWarpSpecialized"),
+        _td((128, 256, 64), (2, 1, 1), *coop),
+        _td((128, 128, 64), (1, 2, 1), "TmaWarpSpecializedPingpong", "TmaWarpSpecialized"),
+    ]
+    assert kernels.choose_tile(tds, 90, "large") is tds[3]
+    assert kernels.choose_tile(tds, 90, "small") is tds[4]
+    assert kernels.choose_tile(tds[:3], 90, "small") is None
+    ampere = [_td((256, 128, 64), (1, 1, 1), stages=4), _td((256, 128, 64), (1, 1, 1), stages=3)]
+    assert kernels.choose_tile(ampere, 80, "large") is ampere[1]
+    assert kernels.kernel_arch((9, 0)) == 90 and kernels.kernel_arch((8, 9)) == 80
+    assert kernels.tile_class(16) == "small" and kernels.tile_class(4096) == "large"
+
+
+def test_cache_directory_per_device(monkeypatch, tmp_path):
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path))
+    d = runtime.device_cache_dir("NVIDIA H100 80GB HBM3", (9, 0))
+    assert d == tmp_path / "nvidia-h100-80gb-hbm3-sm90"
+    monkeypatch.delenv(runtime.CACHE_ENV)
+    assert runtime.cache_dir().parts[-3:] == (".cache", "infercore", "cutlass")
+
+
+# Each case is its own kernel (dtype, layout of b, tile class): compiled once, then cached.
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    ("dtype", "b_kmajor", "m", "n", "k"),
+    [
+        (torch.bfloat16, True, 1000, 1032, 520),
+        (torch.bfloat16, False, 1000, 1032, 520),
+        (torch.bfloat16, True, 16, 4096, 4096),
+        (torch.float16, True, 300, 264, 136),
+    ],
+    ids=str,
+)
+def test_cutlass_gemm_matches_reference(dtype, b_kmajor, m, n, k):
+    if _cutlass().environment_reasons():
+        pytest.skip("; ".join(_cutlass().environment_reasons()))
+    a = torch.randn(m, k, device="cuda", dtype=dtype)
+    w = torch.randn(n, k, device="cuda", dtype=dtype)
+    b = w.t() if b_kmajor else w.t().contiguous()
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    out = infercore.ops.gemm(a, b, bias=bias, backend="cutlass")
+    ref = a.double() @ b.double() + bias.double()
+    err = ((out.double() - ref).norm() / ref.norm()).item()
+    assert err < 1e-2, err
+
+
+@pytest.mark.cuda
+def test_compiled_kernels_are_cached_in_memory_and_on_disk():
+    if _cutlass().environment_reasons():
+        pytest.skip("; ".join(_cutlass().environment_reasons()))
+    a = torch.randn(256, 512, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(512, 256, device="cuda", dtype=torch.bfloat16)
+    key = kernels.kernel_key(a, b, torch.bfloat16)
+    first = infercore.ops.gemm(a, b, backend="cutlass")
+    op = kernels.get_kernel(key)
+    second = infercore.ops.gemm(a, b, backend="cutlass")
+    assert kernels.get_kernel(key) is op and torch.equal(first, second)
+    db = runtime.device_cache_dir(key.device, key.cc) / "compiled_cache.db"
+    with sqlite3.connect(db) as con:
+        names = [r[0] for r in con.execute("SELECT op_name FROM compiled_operations")]
+    assert op.procedural_name() in names

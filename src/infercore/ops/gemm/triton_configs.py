@@ -1,0 +1,149 @@
+"""Launch configurations of the Triton matmul kernels, chosen from a table (no autotuning).
+
+A configuration is looked up by *shape class*: the device class (``"sm90"`` for Hopper,
+``"cuda"`` for other GPUs, ``"interpreter"`` for CPU under ``TRITON_INTERPRET=1``), the
+operand width in bits and the M class (decode-like ``"small"``, ``"medium"``, ``"large"``).
+To tune, time candidates with ``gemm_triton(..., config=GemmConfig(...))`` or
+``gemm_fp8_triton(..., config=...)`` and the ``gemm`` / ``gemm_fp8`` benchmark suites,
+then edit :data:`CONFIGS` (or assign to it at run time).
+
+Every entry here is an initial choice, to be tuned on the GPU: none was measured yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from infercore.registry import compute_capability
+
+__all__ = [
+    "CONFIGS",
+    "SM90_SHARED_MEMORY",
+    "GemmConfig",
+    "device_class",
+    "fit_shared_memory",
+    "m_class",
+    "num_sms",
+    "pick_config",
+    "shared_memory_bytes",
+]
+
+#: Shared memory one Hopper thread block may use (227 KB), less 1 KB for barriers.
+SM90_SHARED_MEMORY = 227 * 1024 - 1024
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    """Tile shape, program ordering and pipelining of one matmul launch.
+
+    ``persistent``: launch at most ``programs_per_sm`` programs per SM that stride over
+    the tiles. ``tma``: load through TMA descriptors when the operands allow it
+    (Hopper; the pointer kernel is used otherwise).
+    """
+
+    block_m: int
+    block_n: int
+    block_k: int
+    group_m: int = 8
+    num_warps: int = 4
+    num_stages: int = 3
+    persistent: bool = False
+    tma: bool = False
+    programs_per_sm: int = 1
+
+    def with_block_k(self, block_k: int) -> GemmConfig:
+        return dataclasses.replace(self, block_k=block_k)
+
+
+#: (device class, operand bits, M class) -> configuration. Operand bits: 16 (fp16/bf16),
+#: 32 (fp32, half the K depth so a stage uses the same shared memory) and 8 (fp8, twice it).
+CONFIGS: dict[tuple[str, int, str], GemmConfig] = {
+    # Hopper: wgmma tiles fed by TMA; large problems persistent over 128x256 tiles
+    # (3 stages of 48 KB plus the 64 KB output tile fit in 227 KB of shared memory).
+    ("sm90", 16, "small"): GemmConfig(16, 64, 128, num_warps=4, num_stages=4, tma=True),
+    ("sm90", 16, "medium"): GemmConfig(64, 128, 64, num_warps=4, num_stages=4, tma=True),
+    ("sm90", 16, "large"): GemmConfig(
+        128, 256, 64, num_warps=8, num_stages=3, persistent=True, tma=True
+    ),
+    ("sm90", 8, "small"): GemmConfig(16, 64, 256, num_warps=4, num_stages=4, tma=True),
+    ("sm90", 8, "medium"): GemmConfig(64, 128, 128, num_warps=4, num_stages=4, tma=True),
+    ("sm90", 8, "large"): GemmConfig(
+        128, 256, 128, num_warps=8, num_stages=3, persistent=True, tma=True
+    ),
+    ("sm90", 32, "small"): GemmConfig(16, 64, 64, num_warps=4, num_stages=4, tma=True),
+    ("sm90", 32, "medium"): GemmConfig(64, 128, 32, num_warps=4, num_stages=4, tma=True),
+    ("sm90", 32, "large"): GemmConfig(
+        128, 128, 32, num_warps=8, num_stages=3, persistent=True, tma=True
+    ),
+    # Other GPUs (Ampere, Ada): mma.sync tiles through pointers.
+    ("cuda", 16, "small"): GemmConfig(16, 64, 128, num_warps=4, num_stages=4),
+    ("cuda", 16, "medium"): GemmConfig(64, 128, 32, num_warps=4, num_stages=4),
+    ("cuda", 16, "large"): GemmConfig(128, 128, 32, num_warps=4, num_stages=4),
+    ("cuda", 8, "small"): GemmConfig(16, 64, 128, num_warps=4, num_stages=4),
+    ("cuda", 8, "medium"): GemmConfig(64, 128, 64, num_warps=4, num_stages=4),
+    ("cuda", 8, "large"): GemmConfig(128, 128, 64, num_warps=8, num_stages=3),
+    ("cuda", 32, "small"): GemmConfig(16, 64, 64, num_warps=4, num_stages=3),
+    ("cuda", 32, "medium"): GemmConfig(64, 64, 32, num_warps=4, num_stages=3),
+    ("cuda", 32, "large"): GemmConfig(128, 64, 32, num_warps=4, num_stages=3),
+}
+
+#: The interpreter runs tiles as NumPy arrays and pays per operation, not per element:
+#: fewer, larger tiles keep tests fast. Two "SMs" make the persistent loop visit
+#: several tiles.
+_INTERPRETER = GemmConfig(64, 64, 64, group_m=2, persistent=True)
+_INTERPRETER_SMS = 2
+
+
+def m_class(m: int) -> str:
+    """``"small"`` (M <= 32: decode, weight-bandwidth bound), ``"medium"`` (<= 256) or
+    ``"large"``."""
+    return "small" if m <= 32 else "medium" if m <= 256 else "large"
+
+
+def device_class(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "interpreter"
+    cc = compute_capability(device)
+    return "sm90" if cc is not None and cc[0] == 9 else "cuda"
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (a small fixed count in the interpreter)."""
+    if device.type != "cuda":
+        return _INTERPRETER_SMS
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def shared_memory_bytes(config: GemmConfig, in_bytes: int, out_bytes: int) -> int:
+    """Shared memory of the TMA kernel: the pipelined operand tiles plus the output tile."""
+    operands = config.num_stages * (config.block_m + config.block_n) * config.block_k * in_bytes
+    return operands + config.block_m * config.block_n * out_bytes
+
+
+def fit_shared_memory(
+    config: GemmConfig, in_bytes: int, out_bytes: int, limit: int = SM90_SHARED_MEMORY
+) -> GemmConfig:
+    """``config`` with fewer stages (down to 2), then narrower tiles, until the TMA kernel
+    fits in ``limit`` bytes (a float32 output tile is twice a 16-bit one)."""
+    while shared_memory_bytes(config, in_bytes, out_bytes) > limit and config.num_stages > 2:
+        config = dataclasses.replace(config, num_stages=config.num_stages - 1)
+    while shared_memory_bytes(config, in_bytes, out_bytes) > limit and config.block_n > 16:
+        config = dataclasses.replace(config, block_n=config.block_n // 2)
+    return config
+
+
+def pick_config(m: int, bits: int, device: torch.device) -> GemmConfig:
+    """The table's configuration for an ``[m, K] @ [K, N]`` product of ``bits``-bit operands."""
+    cls = device_class(device)
+    if cls == "interpreter":
+        return _INTERPRETER
+    return CONFIGS[(cls, bits, m_class(m))]

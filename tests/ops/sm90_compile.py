@@ -1,0 +1,60 @@
+"""Compile the Triton matmul kernels for Hopper (sm90) without a GPU; print one JSON line
+per kernel: whether the PTX uses wgmma and TMA, and its shared memory.
+
+Run in a process without ``TRITON_INTERPRET`` (the kernels must be real ``JITFunction``s);
+``test_gemm.py`` does that. Triton's bundled ptxas does the assembly.
+"""
+
+import json
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from infercore.ops.gemm.triton_configs import CONFIGS, fit_shared_memory
+from infercore.ops.gemm.triton_kernels import _matmul_tma_kernel
+from infercore.ops.gemm.triton_launch import kernel_constexprs
+
+_TL = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32",
+       torch.float8_e4m3fn: "fp8e4nv"}
+
+# (name, operand dtype, output dtype, b K-major, (SA_G, SA_K, SB_G, SB_K))
+CASES = [
+    ("bf16 large, b=w.t()", torch.bfloat16, torch.bfloat16, True, (-1, False, -1, False)),
+    ("fp16 large, b row-major, fp32 out", torch.float16, torch.float32, False,
+     (-1, False, -1, False)),
+    ("fp8 large, 1x128 x 128x128 blocks", torch.float8_e4m3fn, torch.bfloat16, True,
+     (1, True, 128, True)),
+]
+
+
+def compile_case(dtype, out_dtype, b_kmajor, scales):
+    config = CONFIGS[("sm90", dtype.itemsize * 8, "large")]
+    config = fit_shared_memory(config, dtype.itemsize, out_dtype.itemsize)
+    bm, bn, bk = config.block_m, config.block_n, config.block_k
+    b_block = [bn, bk] if b_kmajor else [bk, bn]
+    sig = {
+        "a_desc": f"tensordesc<{_TL[dtype]}[{bm}, {bk}]>",
+        "b_desc": f"tensordesc<{_TL[dtype]}[{b_block[0]}, {b_block[1]}]>",
+        "c_desc": f"tensordesc<{_TL[out_dtype]}[{bm}, {bn}]>",
+        "bias_ptr": "*bf16", "sa_ptr": "*fp32", "sb_ptr": "*fp32",
+        **{name: "i32" for name in ("M", "N", "K", "stride_sam", "stride_sak", "stride_sbk",
+                                    "stride_sbn", "num_programs")},
+    }
+    consts = kernel_constexprs(config, dtype, torch.device("cuda"), True, scales)
+    consts["B_KMAJOR"] = b_kmajor
+    sig.update({name: "constexpr" for name in consts})
+    kernel = triton.compile(
+        ASTSource(_matmul_tma_kernel, sig, consts),
+        target=GPUTarget("cuda", 90, 32),
+        options=dict(num_warps=config.num_warps, num_stages=config.num_stages),
+    )
+    ptx = kernel.asm["ptx"]
+    return {"wgmma": "wgmma" in ptx, "tma": "cp.async.bulk.tensor" in ptx,
+            "shared": kernel.metadata.shared}
+
+
+if __name__ == "__main__":
+    for name, *case in CASES:
+        print(json.dumps({"case": name, **compile_case(*case)}), flush=True)
