@@ -20,10 +20,8 @@ def test_defaults_and_assignment_validation():
 
 
 def test_errors_name_field_and_value():
-    with pytest.raises(ValueError, match="block_size"):
-        PoolConfig(block_size=0)
     with pytest.raises(ConfigError) as info:
-        PoolConfig.from_dict({"block_size": 0, "colour": "red"})
+        PoolConfig(block_size=0, colour="red")
     text = str(info.value)
     assert "block_size: Input should be greater than 0 (got 0)" in text
     assert "colour: Extra inputs are not permitted" in text
@@ -52,6 +50,17 @@ def test_file_errors_name_the_file(tmp_path):
         PoolConfig.from_file(listing)
     with pytest.raises(ConfigError, match=r"\.json, \.yaml or \.yml"):
         PoolConfig.from_file(tmp_path / "pool.toml")
+
+
+class OuterConfig(Config):
+    pool: PoolConfig = PoolConfig()
+    name: str = "outer"
+
+
+def test_nested_config_errors_name_the_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"(?s)pool: .*block_size: .* greater than 0"):
+        OuterConfig.from_dict({"pool": {"block_size": -1}})
+    assert OuterConfig.from_dict({"pool": {"block_size": 8}}).pool.block_size == 8
 
 
 def test_empty_yaml_gives_defaults(tmp_path):

@@ -2,9 +2,8 @@
 
 Every config of the library (``KVCacheConfig``, ``SchedulerConfig``, ...) derives
 from :class:`Config`: unknown fields are errors and assignments are validated.
-Constructing one directly raises pydantic's ``ValidationError`` (a ``ValueError``
-naming each field); ``from_dict`` and ``from_file`` (JSON or YAML) raise
-:class:`ConfigError` with one line per bad field and the file it came from.
+Construction, ``from_dict`` and ``from_file`` (JSON or YAML) raise :class:`ConfigError`
+(a ``ValueError``) with one line per bad field, its value, and the file it came from.
 """
 
 from __future__ import annotations
@@ -37,6 +36,12 @@ class Config(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except pydantic.ValidationError as err:
+            raise ConfigError(_format(type(self), err, None)) from None
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str | None = None) -> Self:
         if not isinstance(data, dict):
@@ -45,9 +50,12 @@ class Config(pydantic.BaseModel):
                 f"of field names to values, got {type(data).__name__}"
             )
         try:
-            return cls.model_validate(data)
-        except pydantic.ValidationError as err:
-            raise ConfigError(_format(cls, err, source)) from None
+            return cls(**data)
+        except ConfigError as err:
+            if source is None:
+                raise
+            head = f"invalid {cls.__name__}"
+            raise ConfigError(str(err).replace(head, f"{head} (from {source})", 1)) from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> Self:
