@@ -41,11 +41,12 @@ SMALL_BLOCK_N = 64
 SMALL_NUM_WARPS = 4
 SMALL_NUM_STAGES = 3
 SMALL_LARGE_D = (16, 32, 4, 2)
-#: Split the keys of per-sequence tiles until programs >= SPLIT_WAVES x SM count.
-SPLIT_WAVES = 2
+#: Split the keys of per-sequence tiles until there are this many programs per SM (decode
+#: is memory-bound: several resident programs per SM keep enough loads in flight).
+SPLIT_PROGRAMS_PER_SM = 4
 #: A split walks at least this many keys (shorter splits cost more to merge than they save).
 MIN_KEYS_PER_SPLIT = 256
-MAX_SPLITS = 32
+MAX_SPLITS = 64
 #: Stand-in SM count for the interpreter (CPU tensors), so splits are exercised there too.
 _INTERPRETER_SMS = 4
 
@@ -106,9 +107,9 @@ def choose_num_splits(num_programs: int, max_keys: int, device: torch.device,
                       other_programs: int = 0) -> int:
     """Key splits per sequence for ``num_programs`` per-sequence programs over at most
     ``max_keys`` keys, beside ``other_programs`` of other work: enough for every SM to get
-    ``SPLIT_WAVES`` programs, each split at least ``MIN_KEYS_PER_SPLIT`` keys, at most
-    ``MAX_SPLITS``."""
-    wanted_total = SPLIT_WAVES * sm_count(device) - other_programs
+    ``SPLIT_PROGRAMS_PER_SM`` programs, each split at least ``MIN_KEYS_PER_SPLIT`` keys, at
+    most ``MAX_SPLITS``."""
+    wanted_total = SPLIT_PROGRAMS_PER_SM * sm_count(device) - other_programs
     if num_programs <= 0 or wanted_total <= num_programs:
         return 1
     wanted = -(-wanted_total // num_programs)

@@ -21,6 +21,8 @@ Where tiles come from (``TILING``):
   cover any batch without reading its lengths on the host.
 - ``2``: tiles listed by a plan in ``tile_map`` (``[seq, first query]`` pairs, ``-1`` ends).
 
+Tiled launches run their tiles in reverse order (longest causal tiles first).
+
 With ``MAX_SMALL_Q > 0`` tiled programs skip sequences with ``len_q <= MAX_SMALL_Q``,
 which a ``TILING=0`` launch serves: one call handles a batch mixing prefill chunks and
 decodes with a tile shape fit for each.
@@ -154,7 +156,12 @@ def _attention_kernel(
     HAS_KV_SCALE: tl.constexpr, RETURN_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     BLOCK_M: tl.constexpr = BLOCK_Q * GROUP_PAD
-    pid = tl.program_id(0)
+    if TILING == 0:
+        pid = tl.program_id(0)
+    else:
+        # Tiles run last-first: under a causal mask a sequence's last tiles walk the most
+        # keys, and starting them first shortens the tail of the launch.
+        pid = tl.num_programs(0) - 1 - tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
 

@@ -9,7 +9,7 @@ import torch
 from infercore.ops.attention import checks as C
 from infercore.ops.attention.inputs import PagedInputs
 from infercore.ops.attention.partition import (
-    SPLIT_WAVES,
+    SPLIT_PROGRAMS_PER_SM,
     KVSource,
     LaunchPlan,
     choose_num_splits,
@@ -119,9 +119,10 @@ class PagedAttentionWrapper:
         self.cu_seqlens_q, self.seq_lens, self.tile_map = cu, lens, tiles.view(-1, 2)
         self.block_tables = torch.zeros(max_batch, max_blocks_per_seq, dtype=torch.int32,
                                         device=device)
-        # Split workspace: n sequences x s splits <= SPLIT_WAVES * SMs + max_batch always
-        # covers choose_num_splits' choice.
-        self._split_rows = self._small.block_q * (SPLIT_WAVES * sm_count(device) + max_batch)
+        # Split workspace: choose_num_splits gives n sequences s splits with
+        # n * kv_heads * s < target + n * kv_heads, so n * s < target / kv_heads + n.
+        target = SPLIT_PROGRAMS_PER_SM * sm_count(device)
+        self._split_rows = self._small.block_q * (target // num_kv_heads + 1 + max_batch)
         rows = self._split_rows * num_heads
         self._workspace = (
             torch.empty(rows * head_dim, dtype=torch.float32, device=device),
