@@ -101,11 +101,15 @@ def suite(
 
 def suites() -> dict[str, Suite]:
     """Every registered suite (imports ``infercore.bench.suites.*``)."""
-    from infercore.bench import suites as pkg
-
+    pkg = importlib.import_module(f"{__name__}.suites")
+    # Importing the subpackage binds its name over this function in the module; undo that.
+    globals()["suites"] = _suites
     for mod in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{pkg.__name__}.{mod.name}")
     return dict(sorted(_SUITES.items()))
+
+
+_suites = suites
 
 
 def get_suite(name: str) -> Suite:
