@@ -139,7 +139,8 @@ def _attend_range(
     return acc, l_i, m_i
 
 
-@triton.jit
+# Batch sizes and windows vary per call: not specializing them avoids a compile per value.
+@triton.jit(do_not_specialize=["num_seqs", "window"])
 def _attention_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr,
     cu_q_ptr, cu_k_ptr, seq_lens_ptr, block_tables_ptr, tile_map_ptr,
