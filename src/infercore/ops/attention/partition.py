@@ -33,8 +33,10 @@ PREFILL_BLOCK_M = 128
 PREFILL_BLOCK_N = 64
 PREFILL_NUM_WARPS = 8
 PREFILL_NUM_STAGES = 3
-#: Prefill tiles for head dims above 128 (shared memory holds Q plus staged K/V tiles).
+#: Prefill tiles for rows above 256 bytes (head_dim > 128 in 16-bit, > 64 in float32):
+#: shared memory holds the Q tile plus the staged K/V tiles.
 PREFILL_LARGE_D = (64, 32, 4, 2)
+LARGE_ROW_BYTES = 256
 #: Per-sequence tiles (decode, short query runs): tl.dot needs at least 16 rows.
 SMALL_BLOCK_M = 16
 SMALL_BLOCK_N = 64
@@ -70,24 +72,24 @@ class TileShape:
         return self.block_q * self.group_pad
 
 
-def _tile(group: int, head_dim: int, block_m: int, block_n: int, warps: int, stages: int,
-          large_d: tuple[int, int, int, int]) -> TileShape:
-    if head_dim > 128:
+def _tile(group: int, head_dim: int, elem_size: int, block_m: int, block_n: int, warps: int,
+          stages: int, large_d: tuple[int, int, int, int]) -> TileShape:
+    if next_power_of_2(head_dim) * elem_size > LARGE_ROW_BYTES:
         block_m, block_n, warps, stages = large_d
     group_pad = next_power_of_2(group)
     block_q = max(1, block_m // group_pad)
     return TileShape(block_q, group_pad, block_n, warps, stages)
 
 
-def tiled_tile(group: int, head_dim: int) -> TileShape:
-    """Tile of the prefill (tiled) launch."""
-    return _tile(group, head_dim, PREFILL_BLOCK_M, PREFILL_BLOCK_N, PREFILL_NUM_WARPS,
+def tiled_tile(group: int, head_dim: int, elem_size: int) -> TileShape:
+    """Tile of the prefill (tiled) launch for ``elem_size``-byte queries."""
+    return _tile(group, head_dim, elem_size, PREFILL_BLOCK_M, PREFILL_BLOCK_N, PREFILL_NUM_WARPS,
                  PREFILL_NUM_STAGES, PREFILL_LARGE_D)
 
 
-def small_tile(group: int, head_dim: int) -> TileShape:
+def small_tile(group: int, head_dim: int, elem_size: int) -> TileShape:
     """Tile of the per-sequence launch: sequences with ``len_q <= block_q`` use it."""
-    return _tile(group, head_dim, SMALL_BLOCK_M, SMALL_BLOCK_N, SMALL_NUM_WARPS,
+    return _tile(group, head_dim, elem_size, SMALL_BLOCK_M, SMALL_BLOCK_N, SMALL_NUM_WARPS,
                  SMALL_NUM_STAGES, SMALL_LARGE_D)
 
 
@@ -198,7 +200,8 @@ def direct_plan(q: torch.Tensor, num_seqs: int, num_kv_heads: int, max_seqlen_q:
     """
     total_q, num_heads, head_dim = q.shape
     group = num_heads // num_kv_heads
-    small_shape, tiled_shape = small_tile(group, head_dim), tiled_tile(group, head_dim)
+    size = q.element_size()
+    small_shape, tiled_shape = small_tile(group, head_dim, size), tiled_tile(group, head_dim, size)
     only_small = one_q_per_seq or max_seqlen_q <= small_shape.block_q
     if num_splits is None:
         num_splits = 1

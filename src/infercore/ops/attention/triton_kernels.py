@@ -14,8 +14,8 @@ only boundary tiles pay for masks; tiles wholly past the causal diagonal are nev
 Where tiles come from (``TILING``):
 
 - ``0``: one tile per sequence (program 0 = sequence): decodes and short query runs
-  (``len_q <= BLOCK_Q``); optionally split along the keys into ``NUM_SPLITS`` programs
-  (flash-decoding), merged by :func:`_split_reduce_kernel`.
+  (``len_q <= BLOCK_Q``); with ``SPLIT_KV`` split along the keys into ``num_splits``
+  programs (flash-decoding), merged by :func:`_split_reduce_kernel`.
 - ``1``: tiles of ``BLOCK_Q`` tokens found by binary search: sequence ``s`` owns tile
   indices from ``cu_q[s] // BLOCK_Q + s``, so ``total_q // BLOCK_Q + num_seqs`` programs
   cover any batch without reading its lengths on the host.
@@ -140,19 +140,19 @@ def _attend_range(
 
 
 # Batch sizes and windows vary per call: not specializing them avoids a compile per value.
-@triton.jit(do_not_specialize=["num_seqs", "window"])
+@triton.jit(do_not_specialize=["num_seqs", "window", "num_splits"])
 def _attention_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr,
     cu_q_ptr, cu_k_ptr, seq_lens_ptr, block_tables_ptr, tile_map_ptr,
     k_scale_ptr, v_scale_ptr,
-    sm_scale, softcap, window, num_seqs, num_heads,
+    sm_scale, softcap, window, num_seqs, num_heads, num_splits,
     stride_qt, stride_qh, stride_ot, stride_oh,
     stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_bt,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, PAGE_SIZE: tl.constexpr,
     PAGED: tl.constexpr, TILING: tl.constexpr, ONE_Q_PER_SEQ: tl.constexpr,
-    MAX_SMALL_Q: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    MAX_SMALL_Q: tl.constexpr, SPLIT_KV: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     HAS_KV_SCALE: tl.constexpr, RETURN_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -228,8 +228,8 @@ def _attention_kernel(
         full_hi = tl.where(no_interior, lo, full_hi)
     else:
         full_lo = lo
-    if NUM_SPLITS > 1:
-        chunk = tl.cdiv(tl.cdiv(tl.maximum(hi - lo, 0), NUM_SPLITS), BLOCK_N) * BLOCK_N
+    if SPLIT_KV:
+        chunk = tl.cdiv(tl.cdiv(tl.maximum(hi - lo, 0), num_splits), BLOCK_N) * BLOCK_N
         s_lo = lo + split * chunk
         s_hi = tl.minimum(hi, s_lo + chunk)
     else:
@@ -281,12 +281,12 @@ def _attention_kernel(
     if HAS_KV_SCALE:
         o = o * tl.load(v_scale_ptr)
     lse2 = tl.where(seen, m_i + tl.log2(tl.where(seen, l_i, 1.0)), float("-inf"))
-    if NUM_SPLITS > 1:
+    if SPLIT_KV:
         # Partial results [seq * BLOCK_Q + tok, head, split, :] in float32, LSE in log2 units.
         prow = (seq * BLOCK_Q + tok).to(tl.int64) * num_heads + head
-        tl.store(part_o_ptr + (prow[:, None] * NUM_SPLITS + split) * HEAD_DIM + offs_d[None, :],
+        tl.store(part_o_ptr + (prow[:, None] * num_splits + split) * HEAD_DIM + offs_d[None, :],
                  o, mask=q_mask)
-        tl.store(part_lse_ptr + prow * NUM_SPLITS + split, lse2, mask=row_ok)
+        tl.store(part_lse_ptr + prow * num_splits + split, lse2, mask=row_ok)
     else:
         tl.store(out_ptr + q_rows[:, None] * stride_ot + head[:, None] * stride_oh
                  + offs_d[None, :], o.to(out_ptr.dtype.element_ty), mask=q_mask)
@@ -294,15 +294,14 @@ def _attention_kernel(
             tl.store(lse_ptr + q_rows * num_heads + head, lse2 * _LN2, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits"])
 def _split_reduce_kernel(
     part_o_ptr, part_lse_ptr, out_ptr, lse_ptr, cu_q_ptr,
-    num_heads, stride_ot, stride_oh,
-    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, BLOCK_Q: tl.constexpr,
-    ONE_Q_PER_SEQ: tl.constexpr, RETURN_LSE: tl.constexpr,
+    num_heads, num_splits, stride_ot, stride_oh,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr,
+    BLOCK_Q: tl.constexpr, ONE_Q_PER_SEQ: tl.constexpr, RETURN_LSE: tl.constexpr,
 ):
-    """Merge the ``NUM_SPLITS`` partial results of one (query, head): weights
+    """Merge the ``num_splits`` partial results of one (query, head): weights
     ``2**(lse_s - max)``; splits that saw no key carry ``lse = -inf`` and weigh 0."""
     prow = tl.program_id(0)
     head = tl.program_id(1)
@@ -318,8 +317,8 @@ def _split_reduce_kernel(
         return
     offs_s = tl.arange(0, SPLITS_PAD)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
-    s_ok = offs_s < NUM_SPLITS
-    base = (prow.to(tl.int64) * num_heads + head) * NUM_SPLITS
+    s_ok = offs_s < num_splits
+    base = (prow.to(tl.int64) * num_heads + head) * num_splits
     lse_s = tl.load(part_lse_ptr + base + offs_s, mask=s_ok, other=float("-inf"))
     m = tl.max(lse_s, 0)
     m = tl.where(m == float("-inf"), 0.0, m)

@@ -60,7 +60,7 @@ def run_plan(
         block_tables_ptr=block_tables if block_tables is not None else dummy,
         k_scale_ptr=k_scale_arg, v_scale_ptr=v_scale_arg,
         sm_scale=float(scale), softcap=float(softcap or 0.0), window=int(sliding_window or 0),
-        num_seqs=plan.num_seqs, num_heads=num_heads,
+        num_seqs=plan.num_seqs, num_heads=num_heads, num_splits=plan.num_splits,
         stride_qt=q.stride(0), stride_qh=q.stride(1), stride_ot=out.stride(0),
         stride_oh=out.stride(1),
         **dict(zip(("stride_kb", "stride_ks", "stride_kh", "stride_vb", "stride_vs", "stride_vh"),
@@ -70,7 +70,7 @@ def run_plan(
         PAGE_SIZE=kv.page_size, PAGED=kv.paged, ONE_Q_PER_SEQ=plan.one_q_per_seq,
         CAUSAL=bool(causal), HAS_WINDOW=sliding_window is not None,
         HAS_SOFTCAP=softcap is not None, HAS_KV_SCALE=has_scale, RETURN_LSE=lse is not None,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        DOT_PRECISION="tf32x3" if q.dtype == torch.float32 else "tf32",
     )
     if plan.tiled and plan.num_tiles > 0:
         shape = plan.tiled_shape
@@ -79,7 +79,7 @@ def run_plan(
             tile_map_ptr=plan.tile_map if plan.tile_map is not None else dummy,
             GROUP_PAD=shape.group_pad, BLOCK_Q=shape.block_q, BLOCK_N=shape.block_n,
             TILING=2 if plan.tile_map is not None else 1,
-            MAX_SMALL_Q=plan.small_shape.block_q if plan.small else 0, NUM_SPLITS=1,
+            MAX_SMALL_Q=plan.small_shape.block_q if plan.small else 0, SPLIT_KV=False,
             num_warps=shape.num_warps, num_stages=shape.num_stages, **common,
         )
     if plan.small:
@@ -88,15 +88,15 @@ def run_plan(
             part_o_ptr=plan.part_o if splits > 1 else dummy,
             part_lse_ptr=plan.part_lse if splits > 1 else dummy, tile_map_ptr=dummy,
             GROUP_PAD=shape.group_pad, BLOCK_Q=shape.block_q, BLOCK_N=shape.block_n,
-            TILING=0, MAX_SMALL_Q=0, NUM_SPLITS=splits,
+            TILING=0, MAX_SMALL_Q=0, SPLIT_KV=splits > 1,
             num_warps=shape.num_warps, num_stages=shape.num_stages, **common,
         )
         if splits > 1:
             _split_reduce_kernel[(plan.num_seqs * shape.block_q, num_heads)](
                 plan.part_o, plan.part_lse, out, lse if lse is not None else dummy,
-                cu_q if cu_q is not None else dummy, num_heads, out.stride(0), out.stride(1),
-                HEAD_DIM=head_dim, HEAD_DIM_PAD=triton.next_power_of_2(head_dim),
-                NUM_SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits),
+                cu_q if cu_q is not None else dummy, num_heads, splits, out.stride(0),
+                out.stride(1), HEAD_DIM=head_dim, HEAD_DIM_PAD=triton.next_power_of_2(head_dim),
+                SPLITS_PAD=triton.next_power_of_2(splits),
                 BLOCK_Q=shape.block_q, ONE_Q_PER_SEQ=plan.one_q_per_seq,
                 RETURN_LSE=lse is not None, num_warps=4,
             )

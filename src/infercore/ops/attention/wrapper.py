@@ -110,7 +110,8 @@ class PagedAttentionWrapper:
         )
         self.backend = resolve("attention.paged", inputs, backend)
         group = num_heads // num_kv_heads
-        self._small, self._tiled = small_tile(group, head_dim), tiled_tile(group, head_dim)
+        self._small = small_tile(group, head_dim, dtype.itemsize)
+        self._tiled = tiled_tile(group, head_dim, dtype.itemsize)
         self.max_tiles = max_tokens // self._tiled.block_q + max_batch
         # One int32 buffer for the per-step metadata, so plan() copies it in one transfer.
         sizes = (max_batch + 1, max_batch, 2 * self.max_tiles)
