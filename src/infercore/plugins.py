@@ -67,6 +67,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "infercore.ops.activation.plugin",
     "infercore.comm.plugin",
     "infercore.ops.gemm.plugin",
+    "infercore.ops.quant.plugin",
 )
 
 

@@ -3,16 +3,32 @@
 from infercore.ops.activation import gelu_and_mul, silu_and_mul
 from infercore.ops.gemm import gemm, gemm_fp8, linear, quantize_fp8
 from infercore.ops.norm import fused_add_rms_norm, rms_norm
+from infercore.ops.quant import (
+    QuantizedWeight,
+    dequantize_weight,
+    gemm_w8a8,
+    quantize_int8,
+    quantize_weight,
+    quantized_linear,
+    smooth,
+)
 from infercore.ops.rope import rotary
 
 __all__ = [
+    "QuantizedWeight",
+    "dequantize_weight",
     "fused_add_rms_norm",
     "gelu_and_mul",
     "gemm",
     "gemm_fp8",
+    "gemm_w8a8",
     "linear",
     "quantize_fp8",
+    "quantize_int8",
+    "quantize_weight",
+    "quantized_linear",
     "rms_norm",
     "rotary",
     "silu_and_mul",
+    "smooth",
 ]
