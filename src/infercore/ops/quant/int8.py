@@ -167,12 +167,14 @@ def _(a_q, b_q, a_scale, b_scale, bias, out_dtype, backend):
     return torch.empty((a_q.shape[0], b_q.shape[1]), dtype=out_dtype, device=a_q.device)
 
 
-def _flat_scale(name: str, t: object, length: int, what: str) -> torch.Tensor:
+def _flat_scale(name: str, t: object, length: int, layout: str) -> torch.Tensor:
+    """A scale tensor as float32 ``[length]`` or ``[1]``; any single-axis layout is accepted."""
     t = check_tensor(name, t, dtypes=FLOAT_DTYPES)
-    if t.numel() not in (1, length) or (t.numel() == length and max(t.shape, default=1) != length):
+    single_axis = sum(size != 1 for size in t.shape) <= 1
+    if not single_axis or t.numel() not in (1, length):
         raise ValueError(
-            f"{name} must hold one scale or {length} ({what}), e.g. shape [{length}] or "
-            f"{'[M, 1]' if what == 'one per row of a_q' else '[1, N]'}; got {tuple(t.shape)}"
+            f"{name} must hold one scale or {length} (shape {layout} or [{length}]), "
+            f"got shape {tuple(t.shape)}"
         )
     return t.reshape(-1).float().contiguous()
 
@@ -226,8 +228,8 @@ def gemm_w8a8(
     n = b_q.shape[1]
     if out_dtype not in FLOAT_DTYPES:
         raise TypeError(f"out_dtype must be float16, bfloat16 or float32, got {out_dtype!r}")
-    a_s = _flat_scale("a_scale", a_scale, m, "one per row of a_q")
-    b_s = _flat_scale("b_scale", b_scale, n, "one per column of b_q")
+    a_s = _flat_scale("a_scale", a_scale, m, f"[{m}, 1]")
+    b_s = _flat_scale("b_scale", b_scale, n, f"[1, {n}]")
     if bias is not None:
         check_tensor("bias", bias, ndim=1, dtypes=FLOAT_DTYPES)
         if bias.shape[0] != n:

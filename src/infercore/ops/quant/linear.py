@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import torch
 
 from infercore.ops.common import FLOAT_DTYPES, check_same_device, check_tensor
-from infercore.ops.norm.triton_rms import as_rows
 from infercore.ops.quant.weights import QuantizedWeight
 from infercore.registry import resolve
 
@@ -112,7 +111,9 @@ def quantized_linear(
     bias, method, group_size, backend)`` for ``torch.compile``.
     """
     _check_args(x, qweight, bias)
-    x2 = as_rows(x)
+    x2 = x.reshape(-1, x.shape[-1])
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()  # the kernels take a row stride, not a column stride
     if torch.compiler.is_compiling():
         out = torch.ops.infercore.quantized_linear(
             x2, qweight.qweight, qweight.scales, qweight.zeros, bias, qweight.method,
