@@ -119,8 +119,9 @@ def test_rejects_bad_arguments():
         quantized_linear(torch.randn(3, 64), qw.to("meta"))
 
 
-def test_custom_op_fake_and_compile():
-    qw = quantize_weight(torch.randn(24, 64), "int4", group_size=32, symmetric=False)
+def test_custom_op_fake_and_compile(device):
+    qw = quantize_weight(torch.randn(24, 64, device=device), "int4", group_size=32,
+                         symmetric=False)
     meta = qw.to("meta")
     x = torch.randn(5, 64, device="meta", dtype=torch.float16)
     out = torch.ops.infercore.quantized_linear(
@@ -133,7 +134,7 @@ def test_custom_op_fake_and_compile():
         w = infercore.ops.QuantizedWeight("int4", qweight, scales, zeros, 32)
         return infercore.ops.quantized_linear(x, w, backend="reference") * 2
 
-    x = torch.randn(3, 64)
+    x = torch.randn(3, 64, device=device)
     ref = quantized_linear_reference(x.double(), qw, None) * 2
     assert_close(f(x, qw.qweight, qw.scales, qw.zeros), ref, dtype=torch.float32)
 
