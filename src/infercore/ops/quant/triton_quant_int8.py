@@ -7,8 +7,8 @@ import triton
 import triton.language as tl
 
 from infercore.ops.common import TritonBackend
-from infercore.ops.norm.triton_rms import as_rows, row_launch_config
 from infercore.ops.quant.int8 import QuantizeInt8Inputs
+from infercore.ops.triton_launch import as_rows, row_launch_config
 
 _TINY = tl.constexpr(torch.finfo(torch.float32).tiny)
 
