@@ -8,6 +8,7 @@
 from infercore import log as _log
 from infercore import ops, registry
 from infercore.config import Config, ConfigError
+from infercore.nn import quantize_model as quantize_model
 from infercore.plugins import hookimpl
 from infercore.registry import Backend, Family, NoBackendError, create, use_backend
 

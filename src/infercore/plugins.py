@@ -68,6 +68,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "infercore.comm.plugin",
     "infercore.ops.gemm.plugin",
     "infercore.ops.attention.plugin",
+    "infercore.ops.quant.plugin",
 )
 
 
