@@ -7,11 +7,15 @@
 - Verifiers: :func:`rejection_sample` (family ``spec.rejection``, exact: emitted tokens
   follow the target distribution) and :func:`greedy_verify` (family ``spec.greedy``).
 - :class:`AcceptanceStats` and the :class:`KPolicy` hook with :class:`AdaptiveK`.
+- Models for the draft proposer and the loop: :class:`LogitsModel`, with adapters
+  :class:`CallableModel` (a stateless callable) and :class:`HFModel` (a transformers
+  causal LM with its own KV cache; the paged-cache path comes with the cache components).
 - :func:`speculative_generate`: a bare decoding loop assembling the pieces.
 """
 
 from infercore.spec.draft import DraftModelConfig, DraftModelProposer
 from infercore.spec.generate import speculative_generate
+from infercore.spec.hf import HFModel
 from infercore.spec.interface import Proposal, Proposer, RequestView, SpecRequest
 from infercore.spec.models import CallableModel, LogitsModel
 from infercore.spec.ngram import NgramConfig, NgramProposer
@@ -27,6 +31,7 @@ __all__ = [
     "CallableModel",
     "DraftModelConfig",
     "DraftModelProposer",
+    "HFModel",
     "KPolicy",
     "LogitsModel",
     "NgramConfig",
