@@ -213,7 +213,8 @@ def rejection_sample(
         Drafts per row, in ``[0, K]`` (values outside are clamped); default ``K`` for all.
     seeds : Tensor ``[B]``, int64, optional
         Per-row seeds: a row's result is a function of its seed and its own inputs, the
-        same on every backend and in any batch. Use a fresh seed per step (e.g. derived
+        same in any batch and on every backend (barring a float64 tie at an inverse-CDF
+        boundary). Use a fresh seed per step (e.g. derived
         from a request seed and its token count). Default: drawn from the default torch
         generator of the device (``torch.manual_seed`` makes calls reproducible).
     backend : str

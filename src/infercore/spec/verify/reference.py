@@ -28,11 +28,14 @@ def _emit(
 def sample_inverse_cdf(dist: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """One index per row of ``dist [B, V]`` (non-negative weights) by inverse CDF at ``u [B]``.
 
-    Never returns an index of zero weight: the count of cumulative sums ``<= u * total`` is
-    capped at the last positive index (rounding can push the threshold past the end).
+    Sums run in float64, so backends that add in another order pick the same index except
+    when the threshold lands within ~1e-16 of a boundary. Never returns an index of zero
+    weight: the count of cumulative sums ``<= u * total`` is capped at the last positive
+    index (rounding can push the threshold past the end).
     """
-    cum = dist.cumsum(dim=-1)
-    count = (cum <= (u * dist.sum(dim=-1))[:, None]).sum(dim=-1)
+    weights = dist.double()
+    cum = weights.cumsum(dim=-1)
+    count = (cum <= (u.double() * weights.sum(dim=-1))[:, None]).sum(dim=-1)
     idx = torch.arange(dist.shape[-1], device=dist.device)
     last = torch.where(dist > 0, idx, -1).amax(dim=-1)
     return torch.minimum(count, last).clamp_min(0)

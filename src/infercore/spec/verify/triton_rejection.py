@@ -4,8 +4,9 @@ A program tests all its row's drafts at once (gathers of ``p_j(x_j)`` and ``q_j(
 the accepted count is the position of the first miss), then makes two passes over the
 vocabulary at the sampling position: the first sums the residual ``max(0, p - q)`` (and
 ``p``, the fallback), the second finds the inverse-CDF index with a running
-``tl.cumsum``. Uniforms come from the counter-based hash of :mod:`infercore.spec.rng`,
-computed here with native uint32 arithmetic, so the draws equal the reference backend's.
+``tl.cumsum`` (sums in float64). Uniforms come from the counter-based hash of
+:mod:`infercore.spec.rng`, computed here with native uint32 arithmetic, so the draws
+equal the reference backend's.
 
 The kernel is written over a tile of ``ROWS`` rows (every per-row value is a
 ``[ROWS]`` vector): 1 on CUDA; under the interpreter, where programs run one after
@@ -102,8 +103,10 @@ def _rejection_kernel(
     q_at = (q_row + tl.minimum(num_acc, tl.maximum(K - 1, 0)) * q_stride_k)[:, None]
     offs = tl.arange(0, BLOCK_V)[None, :]
 
-    tot_r = tl.zeros([ROWS, BLOCK_V], dtype=tl.float32)
-    tot_p = tl.zeros([ROWS, BLOCK_V], dtype=tl.float32)
+    # Sums in float64 (the summands are float32 values): the reference adds in another
+    # order, and float64 keeps the two inverse-CDF picks equal.
+    tot_r = tl.zeros([ROWS, BLOCK_V], dtype=tl.float64)
+    tot_p = tl.zeros([ROWS, BLOCK_V], dtype=tl.float64)
     for start in range(0, V, BLOCK_V):
         v = start + offs
         p = tl.load(p_at + v, mask=v < v_end[:, None], other=0.0).to(tl.float32)
@@ -111,13 +114,13 @@ def _rejection_kernel(
             q = tl.load(q_at + v, mask=v < q_end, other=0.0).to(tl.float32)
         else:
             q = tl.where(v == x_rej, 1.0, 0.0)
-        tot_r += tl.maximum(p - coef * q, 0.0)
-        tot_p += tl.maximum(p, 0.0)
+        tot_r += tl.maximum(p - coef * q, 0.0).to(tl.float64)
+        tot_p += tl.maximum(p, 0.0).to(tl.float64)
     total_r = tl.sum(tot_r, axis=1)
     use_p = total_r <= 0.0
     coef = tl.where(use_p[:, None], 0.0, coef)
     total = tl.where(use_p, tl.sum(tot_p, axis=1), total_r)
-    thresh = (_uniforms(lo, hi, 2 * num_acc + 1) * total)[:, None]
+    thresh = (_uniforms(lo, hi, 2 * num_acc + 1).to(tl.float64) * total)[:, None]
 
     running = total[:, None] * 0.0
     below = tl.zeros([ROWS, BLOCK_V], dtype=tl.int32)
@@ -130,7 +133,7 @@ def _rejection_kernel(
         else:
             q = tl.where(v == x_rej, 1.0, 0.0)
         d = tl.maximum(p - coef * q, 0.0)
-        cum = tl.cumsum(d, axis=1) + running
+        cum = tl.cumsum(d.to(tl.float64), axis=1) + running
         below += (cum <= thresh).to(tl.int32)
         last = tl.maximum(last, tl.where(d > 0.0, v, -1))
         running = tl.max(cum, axis=1)[:, None]
