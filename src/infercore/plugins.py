@@ -69,6 +69,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "infercore.ops.gemm.plugin",
     "infercore.ops.attention.plugin",
     "infercore.ops.quant.plugin",
+    "infercore.spec.plugin",
 )
 
 

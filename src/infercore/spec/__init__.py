@@ -1,0 +1,46 @@
+"""Speculative decoding: proposers, exact verification, acceptance statistics.
+
+- Proposers (component family ``spec.proposer``, built with
+  ``infercore.create("spec.proposer", name, config)``): ``ngram`` (prompt lookup) and
+  ``draft_model`` (a smaller model with the target's vocabulary). Both satisfy
+  :class:`Proposer`: ``propose(requests, k) -> Proposal``.
+- Verifiers: :func:`rejection_sample` (family ``spec.rejection``, exact: emitted tokens
+  follow the target distribution) and :func:`greedy_verify` (family ``spec.greedy``).
+- :class:`AcceptanceStats` and the :class:`KPolicy` hook with :class:`AdaptiveK`.
+- Models for the draft proposer and the loop: :class:`LogitsModel`, with adapters
+  :class:`CallableModel` (a stateless callable) and :class:`HFModel` (a transformers
+  causal LM with its own KV cache; the paged-cache path comes with the cache components).
+- :func:`speculative_generate`: a bare decoding loop assembling the pieces.
+"""
+
+from infercore.spec.draft import DraftModelConfig, DraftModelProposer
+from infercore.spec.generate import speculative_generate
+from infercore.spec.hf import HFModel
+from infercore.spec.interface import Proposal, Proposer, RequestView, SpecRequest
+from infercore.spec.models import CallableModel, LogitsModel
+from infercore.spec.ngram import NgramConfig, NgramProposer
+from infercore.spec.policy import AdaptiveK, AdaptiveKConfig, KPolicy
+from infercore.spec.stats import AcceptanceCounts, AcceptanceStats
+from infercore.spec.verify import greedy_verify, rejection_sample
+
+__all__ = [
+    "AcceptanceCounts",
+    "AcceptanceStats",
+    "AdaptiveK",
+    "AdaptiveKConfig",
+    "CallableModel",
+    "DraftModelConfig",
+    "DraftModelProposer",
+    "HFModel",
+    "KPolicy",
+    "LogitsModel",
+    "NgramConfig",
+    "NgramProposer",
+    "Proposal",
+    "Proposer",
+    "RequestView",
+    "SpecRequest",
+    "greedy_verify",
+    "rejection_sample",
+    "speculative_generate",
+]

@@ -1,0 +1,142 @@
+"""Draft-model proposer: a smaller model with the target's vocabulary, run k steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pydantic
+import torch
+
+from infercore.config import Config
+from infercore.spec.interface import Proposal, SpecRequest, per_row_k
+from infercore.spec.models import CallableModel, LogitsModel
+
+__all__ = ["DraftModelConfig", "DraftModelProposer", "as_logits_model"]
+
+
+class DraftModelConfig(Config):
+    """Settings of the ``draft_model`` proposer.
+
+    ``model`` is a :class:`~infercore.spec.models.LogitsModel`, a transformers causal LM
+    (wrapped in :class:`~infercore.spec.hf.HFModel`), or a callable ``(input_ids [B, T],
+    positions [B, T]) -> logits [B, T, V]`` (wrapped in
+    :class:`~infercore.spec.models.CallableModel`; then ``vocab_size`` is required).
+    """
+
+    model: Any = pydantic.Field(description="the draft model")
+    target_vocab_size: int = pydantic.Field(ge=1, description="vocabulary size of the target")
+    vocab_size: int | None = pydantic.Field(
+        None, ge=1, description="vocabulary size of a plain callable model"
+    )
+    temperature: float = pydantic.Field(
+        0.0, ge=0.0, description="0: greedy drafts (no probabilities); > 0: sampled drafts"
+    )
+    seed: int = pydantic.Field(0, description="seed of the draft sampler (temperature > 0)")
+
+
+def as_logits_model(model: Any, vocab_size: int | None = None) -> LogitsModel:
+    """Wrap ``model`` as a :class:`LogitsModel` (see :class:`DraftModelConfig`)."""
+    if isinstance(model, LogitsModel):
+        return model
+    if hasattr(model, "get_output_embeddings") and hasattr(model, "config"):
+        from infercore.spec.hf import HFModel
+
+        return HFModel(model)
+    if callable(model):
+        if vocab_size is None:
+            raise ValueError(
+                "vocab_size is required for a draft model given as a plain callable "
+                "(input_ids, positions) -> logits"
+            )
+        device = getattr(model, "device", "cpu")
+        return CallableModel(model, vocab_size, device=device)
+    raise TypeError(
+        "model must be a LogitsModel, a transformers causal LM or a callable "
+        f"(input_ids, positions) -> logits; got {type(model).__name__}"
+    )
+
+
+class DraftModelProposer:
+    """Proposes by running a draft model autoregressively (``spec.proposer`` ``draft_model``).
+
+    Each call advances the draft ``max(k)`` steps for the whole batch (rows asking for
+    fewer keep the first ``k[b]``). With ``temperature == 0`` drafts are the draft's
+    argmax and ``Proposal.probs`` is ``None`` (deterministic drafts: the verifier treats
+    ``q`` as one-hot, which is exact). With ``temperature > 0`` drafts are sampled from
+    ``softmax(logits / temperature)`` and those distributions are returned.
+
+    A stateful model (``HFModel``) keeps its cache between calls: the next call's rows
+    share the accepted prefix with the cached ones and only the new tokens are fed.
+
+    Raises
+    ------
+    ValueError
+        If the draft's vocabulary size differs from ``target_vocab_size``.
+    """
+
+    def __init__(
+        self,
+        model: LogitsModel,
+        *,
+        target_vocab_size: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        if model.vocab_size != target_vocab_size:
+            raise ValueError(
+                f"the draft model's vocabulary size ({model.vocab_size}) differs from "
+                f"target_vocab_size ({target_vocab_size}): draft and target must share one "
+                "vocabulary"
+            )
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        self.model = model
+        self.temperature = float(temperature)
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+
+    @classmethod
+    def from_config(cls, config: DraftModelConfig) -> DraftModelProposer:
+        return cls(
+            as_logits_model(config.model, config.vocab_size),
+            target_vocab_size=config.target_vocab_size,
+            temperature=config.temperature,
+            seed=config.seed,
+        )
+
+    def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.temperature == 0.0:
+            return logits.argmax(dim=-1), None
+        if self._generator is None or self._generator.device != logits.device:
+            self._generator = torch.Generator(device=logits.device)
+            self._generator.manual_seed(self.seed)
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        race = torch.empty_like(probs).exponential_(generator=self._generator)
+        return (probs / race).argmax(dim=-1), probs  # exponential race: a draw from probs
+
+    def propose(self, requests: Sequence[SpecRequest], k: int | Sequence[int]) -> Proposal:
+        """Drafts ``[B, max(k)]`` on the model's device; ``probs`` as described above."""
+        ks = per_row_k(k, len(requests))
+        steps = max(ks, default=0)
+        rows = [list(r.token_ids) for r in requests]
+        keys = [r.request_id for r in requests]
+        drafts: list[torch.Tensor] = []
+        dists: list[torch.Tensor] = []
+        for _ in range(steps):
+            token, probs = self._sample(self.model.logits(rows, 1, keys)[:, 0])
+            drafts.append(token)
+            if probs is not None:
+                dists.append(probs)
+            for row, t in zip(rows, token.tolist(), strict=True):
+                row.append(t)
+        if not drafts:
+            device = getattr(self.model, "device", torch.device("cpu"))
+            empty = torch.empty((len(requests), 0), dtype=torch.int64, device=device)
+            return Proposal(empty, torch.zeros(len(requests), dtype=torch.int32, device=device))
+        tokens = torch.stack(drafts, dim=1).to(torch.int64)
+        num = torch.tensor(ks, dtype=torch.int32, device=tokens.device)
+        pos = torch.arange(steps, device=tokens.device)
+        tokens = torch.where(pos < num[:, None], tokens, -1)
+        probs = torch.stack(dists, dim=1) if dists else None
+        return Proposal(tokens, num, probs)
