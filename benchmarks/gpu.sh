@@ -38,8 +38,7 @@ python3 -m infercore.cli info | tee -a "$OUT/gpu.txt"
 
 status=0
 if [ -n "$tests" ]; then
-    # shellcheck disable=SC2086
-    python3 -m pytest -q -p no:cacheprovider $tests 2>&1 | tee "$OUT/tests.log" | tail -40
+    eval "python3 -m pytest -q -p no:cacheprovider $tests" 2>&1 | tee "$OUT/tests.log" | tail -40
     status=${PIPESTATUS[0]}
 fi
 

@@ -26,6 +26,24 @@ def _rms_norm_kernel(
     SINGLE_PASS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
 ):
+    if ROWS == 1 and SINGLE_PASS:
+        # One row per program as a 1-D tile: on an H200 this ran at 3841 GB/s for
+        # 16384x4096 bf16 against 3784 GB/s for the same work as a [1, BLOCK_N] tile.
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK_N)
+        mask = cols < n_cols
+        x = tl.load(x_ptr + row * x_row_stride + cols, mask=mask, other=0.0).to(tl.float32)
+        if HAS_RESIDUAL:
+            r_row = r_ptr + row * r_row_stride
+            r = tl.load(r_row + cols, mask=mask, other=0.0).to(tl.float32)
+            s = (x + r).to(r_ptr.dtype.element_ty)
+            tl.store(r_row + cols, s, mask=mask)
+            x = s.to(tl.float32)
+        rstd = tl.rsqrt(tl.sum(x * x, axis=0) / n_cols + eps)
+        w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        y = (x * rstd * w).to(y_ptr.dtype.element_ty)
+        tl.store(y_ptr + row * y_row_stride + cols, y, mask=mask)
+        return
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_mask = rows < n_rows
     rows64 = rows.to(tl.int64)
