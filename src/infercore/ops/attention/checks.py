@@ -199,7 +199,7 @@ def check_values(device: torch.device, conditions: Conditions) -> None:
             "value checks read index tensors from the device, which CUDA-graph capture forbids: "
             "pass skip_checks=True under capture (or use PagedAttentionWrapper)"
         )
-    flags = torch.stack([c for c, _ in conditions]).tolist()
+    flags = torch.stack([c.to(device, non_blocking=True) for c, _ in conditions]).tolist()
     for ok, (_, message) in zip(flags, conditions, strict=True):
         if not ok:
             raise ValueError(message())

@@ -41,6 +41,8 @@ class TorchGemmFp8(Backend):
                 "this backend"
             )
         if inputs.device.type != "cuda":
+            if any(s.kind != "tensor" for s in specs):
+                reasons.append("torch._scaled_mm on CPU takes tensor-wise scales only")
             return reasons
         a, b = inputs.a_q, inputs.b_q
         k, n = b.shape
