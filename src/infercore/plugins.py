@@ -63,6 +63,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 #: Built-in plugins: modules registering the library's own backends, loaded first.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "infercore.ops.norm.plugin",
+    "infercore.ops.sampling.plugin",
 )
 
 
