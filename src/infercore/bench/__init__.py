@@ -101,15 +101,18 @@ def suite(
 
 def suites() -> dict[str, Suite]:
     """Every registered suite (imports ``infercore.bench.suites.*``)."""
-    from infercore.bench import suites as pkg
-
+    pkg = importlib.import_module(f"{__name__}.suites")
     for mod in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{pkg.__name__}.{mod.name}")
     return dict(sorted(_SUITES.items()))
 
 
+# Importing the ``suites`` subpackage rebinds this module's ``suites`` attribute to it.
+_list_suites = suites
+
+
 def get_suite(name: str) -> Suite:
-    all_suites = suites()
+    all_suites = _list_suites()
     if name not in all_suites:
         raise ValueError(f"unknown suite {name!r}; available: {', '.join(all_suites)}")
     return all_suites[name]

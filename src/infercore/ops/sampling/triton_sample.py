@@ -13,9 +13,10 @@ Each row is read in chunks:
    clustered values and masked logits (``-1e30``) converge in a few passes. Chunks with no
    element inside the interval skip the pivot work.
 3. As soon as at most ``CAP`` elements remain at or above the lower bound, one **gather**
-   pass copies them (key and index) to a scratch row; the rest (exact top-k rank, top-p
-   prefix by cumulative mass, min-p, the draw) runs on that sorted buffer in registers.
-   Otherwise a **final** pass draws ``argmax(s + gumbel)`` over ``{x >= tau}``.
+   pass copies them (key, index, ``exp(s - s_max)``) to a scratch row; the rest runs on
+   that buffer: comparing the candidates pairwise gives each one's exact top-k rank and
+   the mass above it (top-p), then the draw. Otherwise a **final** pass draws
+   ``argmax(s + gumbel)`` over ``{x >= tau}`` (and min-p).
 
 The noise of token ``i`` depends only on the row's seed and ``i`` (see ``philox.py``), so
 the result equals the reference's mask-then-argmax for the same seed.
@@ -47,7 +48,7 @@ _NPIV = 8
 # Size of the per-row buffer the candidates are gathered into. Initial choice, to be tuned.
 GATHER_CAP = 1024
 # Candidates compared at once in the buffer phase ([CAP, JB] tiles). Initial choice.
-_JB = 32
+_JB = 16
 # Bound on search passes per row; key-space pivots shrink the interval >= 5x per pass,
 # so two searches over 2**32 keys need about 30.
 _MAX_PASSES = 64
@@ -331,6 +332,7 @@ def _sample_kernel(
         top_p = p_val
         if P_ROW:
             top_p = tl.load(p_ptr + row).to(tl.float32)
+        top_p = tl.maximum(top_p, 1e-30)  # unchecked top_p <= 0 keeps the top tokens
         min_p = mp_val
         if MP_ROW:
             min_p = tl.load(mp_ptr + row).to(tl.float32)
@@ -340,7 +342,8 @@ def _sample_kernel(
         k1 = ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32)
         token = _sample_row(
             x_row, V, buf_ptr + row * CAP, w_ptr + row * CAP, k0, k1, inv_t, s_max,
-            kmin, kmax, k, top_p, min_p, USE_K, USE_P, USE_MP, BLOCK, SBLOCK, NPIV, CAP, JB, MAX_PASSES,
+            kmin, kmax, k, top_p, min_p,
+            USE_K, USE_P, USE_MP, BLOCK, SBLOCK, NPIV, CAP, JB, MAX_PASSES,
         )
     tl.store(ids_ptr + row, token.to(tl.int64))
 
