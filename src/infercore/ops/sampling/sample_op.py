@@ -146,7 +146,8 @@ def sample(
     remainder (see :mod:`infercore.ops.sampling.filtering`). The draw is the Gumbel-max
     form of the exponential race, ``argmax(logits / T + g)`` over the kept tokens, with
     noise ``g`` from a counter-based generator keyed by the row's seed
-    (:mod:`infercore.ops.sampling.philox`); no backend sorts the vocabulary or
+    (:mod:`infercore.ops.sampling.philox`), the same in every backend. The ``triton``
+    backend finds the top-k/top-p thresholds without sorting the vocabulary; no backend
     synchronizes with the device.
 
     Parameters

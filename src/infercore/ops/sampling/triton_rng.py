@@ -9,8 +9,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-INT32_MIN = -(2**31)
-INT32_MAX = 2**31 - 1
+INT32_MIN = tl.constexpr(-(2**31))
+INT32_MAX = tl.constexpr(2**31 - 1)
 
 
 @triton.jit
