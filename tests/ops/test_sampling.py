@@ -267,7 +267,7 @@ def test_philox_matches_known_answers():
         ({"temperature": 1.0, "top_p": 1.5}, ValueError, "top_p"),
         ({"temperature": 1.0, "min_p": -0.1}, ValueError, r"min_p must be in \[0, 1\]"),
         ({"temperature": 1.0, "min_p": 1.01}, ValueError, "min_p"),
-        ({"temperature": torch.tensor([1.0, -1.0, 1.0])}, ValueError, "temperature.*row 1"),
+        ({"temperature": torch.tensor([1.0, -1.0, 1.0])}, ValueError, r"temperature.*row 1"),
         ({"temperature": torch.ones(4)}, ValueError, r"temperature must be .*\[batch\] = \[3\]"),
         ({"temperature": 1.0, "top_p": torch.tensor([0.5, 0.0, 1.0])}, ValueError, "top_p"),
         ({"temperature": 1.0, "top_k": 2.5}, TypeError, "top_k must be an integer"),
@@ -335,3 +335,14 @@ def test_triton_large_vocab_matches_reference_without_sync(dtype):
     ref, _ = sample_reference(x, p["temperature"], p["top_k"], p["top_p"], p["min_p"], seeds)
     assert bool((sampling_probs(x, **p).gather(1, ids[:, None]) > 0).all())
     assert (ids == ref).float().mean().item() >= 0.98
+
+
+@pytest.mark.cuda
+def test_device_parameters_are_range_checked_only_on_request(monkeypatch):
+    x = torch.randn(3, 50, device="cuda")
+    bad = torch.tensor([1.0, -1.0, 0.5], device="cuda")
+    ids = infercore.ops.sample(x, temperature=bad).token_ids  # unchecked: ids stay in range
+    assert bool(((ids >= 0) & (ids < 50)).all())
+    monkeypatch.setenv("INFERCORE_SAMPLING_CHECKS", "1")
+    with pytest.raises(ValueError, match=r"temperature.*row 1"):
+        infercore.ops.sample(x, temperature=bad)
