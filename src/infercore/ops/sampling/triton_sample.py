@@ -42,12 +42,13 @@ from infercore.ops.sampling.triton_rng import (
 # Chunk of the stats, gather and final passes. Initial choice, to be tuned.
 _BLOCK = 2048
 # Chunk of the pivot passes ([SBLOCK, NPIV] accumulators). Initial choice, to be tuned.
-_SBLOCK = 512
+_SBLOCK = 256
 # Pivots per search pass: 1 at lo + 1, 3 spread in value, 4 in key space. Initial choice.
 _NPIV = 8
 # Size of the per-row buffer the candidates are gathered into, and candidates compared at
-# once there ([CAP, JB] tiles). ptxas (sm_90a, 8 warps) gives the kernel 128 registers and
-# no spills with 512 x 8; 1024 x 16 needed 246 registers (one program per SM).
+# once there ([CAP, JB] tiles). Register counts from ptxas for sm_90a at 8 warps (no GPU
+# run): with these sizes and SBLOCK 256, 80-125 registers and no spills under Triton 3.6
+# and 3.9, so two programs fit on an SM; a 1024 x 16 buffer took 246, SBLOCK 512 up to 182.
 GATHER_CAP = 512
 _JB = 8
 # Bound on search passes per row; key-space pivots shrink the interval >= 5x per pass,
