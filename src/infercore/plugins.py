@@ -70,6 +70,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "infercore.ops.attention.plugin",
     "infercore.ops.quant.plugin",
     "infercore.spec.plugin",
+    "infercore.ops.sampling.plugin",
 )
 
 

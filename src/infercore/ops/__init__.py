@@ -14,9 +14,11 @@ from infercore.ops.quant import (
     smooth,
 )
 from infercore.ops.rope import rotary
+from infercore.ops.sampling import apply_penalties, sample
 
 __all__ = [
     "QuantizedWeight",
+    "apply_penalties",
     "attention",
     "dequantize_weight",
     "fused_add_rms_norm",
@@ -32,6 +34,7 @@ __all__ = [
     "quantized_linear",
     "rms_norm",
     "rotary",
+    "sample",
     "silu_and_mul",
     "smooth",
 ]
