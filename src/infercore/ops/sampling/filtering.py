@@ -4,7 +4,8 @@ This module defines what every ``sample`` backend draws from, and serves as its 
 For one row with logits ``x`` (NaN counts as ``-inf``) and temperature ``T > 0``:
 
 1. ``s = x * (1 / T)`` in float32; ``p = softmax(s)``.
-2. **min-p** keeps ``p_i >= min_p * max(p)``; **top-k** keeps ``x_i >= `` the ``k``-th
+2. **min-p** keeps ``p_i >= min_p * max(p) * (1 - 2**-16)`` (the slack keeps the top
+   token when ``min_p == 1`` despite rounding in compiled kernels); **top-k** keeps ``x_i >= `` the ``k``-th
    largest logit (ties at the boundary are all kept). Both keep an upper set of the
    logits and do not depend on normalization, so their order does not matter.
 3. **top-p** on what is left, renormalized: keep token ``i`` when the mass of the kept
@@ -24,6 +25,10 @@ import torch
 __all__ = ["allowed_tokens", "prepare", "row_tensor", "sampling_probs"]
 
 RowParam = float | int | torch.Tensor
+
+
+#: Relative slack on the min-p threshold, shared with the Triton kernel.
+MIN_P_SLACK = 1.0 - 2.0**-16
 
 
 def row_tensor(value: RowParam | None, default: float, batch: int, device: torch.device,
@@ -65,7 +70,7 @@ def allowed_tokens(
     allowed = torch.ones_like(x, dtype=torch.bool)
     w = torch.exp(s - s.max(dim=-1, keepdim=True).values)
     if min_p is not None:
-        mp = row_tensor(min_p, 0.0, batch, device).clamp(0.0, 1.0)
+        mp = row_tensor(min_p, 0.0, batch, device).clamp(0.0, 1.0) * MIN_P_SLACK
         allowed &= w >= mp[:, None]
     if top_k is None and top_p is None:
         return allowed

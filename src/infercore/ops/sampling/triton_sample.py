@@ -55,6 +55,11 @@ _JB = 8
 # so two searches over 2**32 keys need about 30.
 _MAX_PASSES = 64
 
+# Relative slack on the min-p threshold (see filtering.MIN_P_SLACK): the compiled kernel
+# may fuse ``x * inv_t - s_max`` into one FMA, so the top token's ``exp(s - s_max)`` can
+# land a rounding step below 1 and fail ``min_p == 1`` without it (seen on an H200).
+MIN_P_SLACK = tl.constexpr(1.0 - 2.0**-16)
+
 
 @triton.jit
 def _pivots(lo, hi, NPIV: tl.constexpr):
@@ -338,7 +343,7 @@ def _sample_kernel(
         min_p = mp_val
         if MP_ROW:
             min_p = tl.load(mp_ptr + row).to(tl.float32)
-        min_p = tl.minimum(tl.maximum(min_p, 0.0), 1.0)
+        min_p = tl.minimum(tl.maximum(min_p, 0.0), 1.0) * MIN_P_SLACK
         seed = tl.load(seed_ptr + row)
         k0 = (seed & 0xFFFFFFFF).to(tl.uint32)
         k1 = ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32)
