@@ -79,11 +79,10 @@ def _attend_range(
         kpos = n0 + offs_n
         key_ok = kpos < len_k
         if PAGED:
-            if MASKED:
-                blk = tl.load(bt_ptr + kpos // PAGE_SIZE, mask=key_ok, other=0)
-            else:
-                blk = tl.load(bt_ptr + kpos // PAGE_SIZE)
-            blk = blk.to(tl.int64)
+            # Block ids are read at positions clamped to the sequence's last key: every
+            # address formed from them is valid, even for lanes a mask or a pipelined
+            # (prefetched) iteration drops. Entries past ``len_k`` may hold anything.
+            blk = tl.load(bt_ptr + tl.minimum(kpos, len_k - 1) // PAGE_SIZE).to(tl.int64)
             slot = kpos % PAGE_SIZE
             k_off = blk * stride_kb + slot * stride_ks
             v_off = blk * stride_vb + slot * stride_vs
