@@ -6,8 +6,9 @@ For one row with logits ``x`` (NaN counts as ``-inf``) and temperature ``T > 0``
 1. ``s = x * (1 / T)`` in float32; ``p = softmax(s)``.
 2. **min-p** keeps ``p_i >= min_p * max(p) * (1 - 2**-16)`` (the slack keeps the top
    token when ``min_p == 1`` despite rounding in compiled kernels); **top-k** keeps
-   ``x_i >= `` the ``k``-th largest logit (ties at the boundary are all kept). Both keep an upper set of the
-   logits and do not depend on normalization, so their order does not matter.
+   ``x_i >= `` the ``k``-th largest logit (ties at the boundary are all kept). Both
+   keep an upper set of the logits and do not depend on normalization, so their order
+   does not matter.
 3. **top-p** on what is left, renormalized: keep token ``i`` when the mass of the kept
    tokens with a strictly larger logit is below ``top_p`` times their total mass (the
    smallest set of most likely tokens reaching ``top_p``; ties kept together).
