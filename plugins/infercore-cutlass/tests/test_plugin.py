@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import sqlite3
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -111,3 +112,18 @@ def test_compiled_kernels_are_cached_in_memory_and_on_disk():
     with sqlite3.connect(db) as con:
         names = [r[0] for r in con.execute("SELECT op_name FROM compiled_operations")]
     assert op.procedural_name() in names
+
+
+def test_point_cache_at_prepares_the_kernel_table(tmp_path, monkeypatch):
+    import sqlite3
+    import types
+
+    from infercore_cutlass.runtime import point_cache_at
+
+    compiler = types.SimpleNamespace(CACHE_FILE=None)
+    monkeypatch.setitem(sys.modules, "cutlass_cppgen.backend.compiler", compiler)
+    point_cache_at(tmp_path / "dev-sm90")
+    assert str(tmp_path / "dev-sm90" / "compiled_cache.db") == compiler.CACHE_FILE
+    with sqlite3.connect(compiler.CACHE_FILE) as connection:
+        tables = connection.execute("SELECT name FROM sqlite_master").fetchall()
+    assert ("compiled_operations",) in tables

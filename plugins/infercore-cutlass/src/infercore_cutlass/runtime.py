@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import os
 import re
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -38,6 +39,12 @@ __all__ = [
 #: Environment variable naming the on-disk kernel cache (default ~/.cache/infercore/cutlass).
 CACHE_ENV = "INFERCORE_CUTLASS_CACHE"
 _CACHE_FILE = "compiled_cache.db"
+#: The schema cutlass_cppgen (4.2) reads compiled kernels from.
+_CREATE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS compiled_operations(op_key TEXT NOT NULL UNIQUE, "
+    "cubin BLOB NOT NULL, hostbin BLOB NOT NULL, op_name TEXT NOT NULL, "
+    "op_attrs TEXT NOT NULL)"
+)
 _lock = threading.RLock()
 _module: ModuleType | None = None
 
@@ -97,7 +104,13 @@ def point_cache_at(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     # The package attribute ``cutlass_cppgen.backend.compiler`` is an ArtifactManager
     # instance; the module of the same name holds the path its methods read.
-    sys.modules["cutlass_cppgen.backend.compiler"].CACHE_FILE = str(directory / _CACHE_FILE)
+    path = directory / _CACHE_FILE
+    # cutlass_cppgen creates its table only in the file it opened at import; a new file
+    # needs the same table before the first lookup.
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute(_CREATE_TABLE)
+        connection.commit()
+    sys.modules["cutlass_cppgen.backend.compiler"].CACHE_FILE = str(path)
 
 
 def current_stream(device: torch.device) -> object:
