@@ -57,7 +57,13 @@ def test_tile_choice_follows_preferences():
     ]
     assert kernels.choose_tile(tds, 90, "large") is tds[3]
     assert kernels.choose_tile(tds, 90, "small") is tds[4]
-    assert kernels.choose_tile(tds[:3], 90, "small") is None
+    # No preferred tile: the first one CUTLASS compiles (not stream-K, and no cooperative
+    # kernel under 128 rows).
+    assert kernels.choose_tile(tds[:3], 90, "small") is tds[0]
+    narrow = [_td((64, 128, 64), (1, 1, 1), *coop), tds[1],
+              _td((64, 128, 64), (1, 1, 1), "TmaWarpSpecializedPingpong", "TmaWarpSpecialized")]
+    assert kernels.choose_tile(narrow, 90, "small") is narrow[2]
+    assert kernels.choose_tile(narrow[:2], 90, "small") is None
     ampere = [_td((256, 128, 64), (1, 1, 1), stages=4), _td((256, 128, 64), (1, 1, 1), stages=3)]
     assert kernels.choose_tile(ampere, 80, "large") is ampere[1]
     assert kernels.kernel_arch((9, 0)) == 90 and kernels.kernel_arch((8, 9)) == 80

@@ -99,13 +99,24 @@ def kernel_arch(cc: tuple[int, int]) -> int:
     return 90 if cc == (9, 0) else 80
 
 
+def compiles(td: Any) -> bool:
+    """Whether CUTLASS accepts the description: its SM90 cooperative kernels need a tile of
+    at least 128 rows (a static assertion; the interface's default tile broke it on an
+    H200), and stream-K schedules are not used here."""
+    if "StreamK" in str(getattr(td, "tile_scheduler", None)):
+        return False
+    schedule = str(getattr(td, "kernel_schedule", ""))
+    return not ("Cooperative" in schedule and td.threadblock_shape[0] < 128)
+
+
 def choose_tile(descriptions: Sequence[Any], arch: int, m_class: str) -> Any | None:
-    """The first preferred tile found among ``descriptions`` (``None``: use the default)."""
+    """The first preferred tile found among ``descriptions``, else the first one CUTLASS
+    compiles (``None``: use the interface's default)."""
     for pref in TILES[(arch, m_class)]:
         for td in descriptions:
             if pref.matches(td):
                 return td
-    return None
+    return next((td for td in descriptions if compiles(td)), None)
 
 
 @dataclass(frozen=True)
