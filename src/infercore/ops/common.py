@@ -8,7 +8,7 @@ import torch
 
 from infercore.registry import Backend, triton_interpret
 
-__all__ = ["FLOAT_DTYPES", "TritonBackend", "check_same_device", "check_tensor"]
+__all__ = ["FLOAT_DTYPES", "TensorInputs", "TritonBackend", "check_same_device", "check_tensor"]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -69,3 +69,19 @@ def check_same_device(**tensors: torch.Tensor) -> None:
     if len(set(devices.values())) > 1:
         listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
         raise ValueError(f"tensors must be on one device: {listing}")
+
+
+class TensorInputs:
+    """Base of the op-inputs dataclasses: ``device`` and ``dtype`` are those of the first
+    field (the op's primary tensor), which is what backends' capability checks read."""
+
+    __slots__ = ()
+    __match_args__: tuple[str, ...]
+
+    @property
+    def device(self) -> torch.device:
+        return getattr(self, self.__match_args__[0]).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(self, self.__match_args__[0]).dtype

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infercore.ops.common import FLOAT_DTYPES, check_same_device, check_tensor
+from infercore.ops.common import FLOAT_DTYPES, TensorInputs, check_same_device, check_tensor
 from infercore.registry import resolve
 
 __all__ = ["GatedActInputs", "gelu_and_mul", "silu_and_mul"]
@@ -19,7 +19,7 @@ _GELU_APPROXIMATIONS = {"none": "gelu", "tanh": "gelu_tanh"}
 
 
 @dataclass(frozen=True, slots=True)
-class GatedActInputs:
+class GatedActInputs(TensorInputs):
     """What ``act.silu_mul`` / ``act.gelu_mul`` backends are asked to support.
 
     ``activation`` is ``"silu"``, ``"gelu"`` (erf form) or ``"gelu_tanh"``.
@@ -28,14 +28,6 @@ class GatedActInputs:
     x: torch.Tensor
     out: torch.Tensor
     activation: str
-
-    @property
-    def device(self) -> torch.device:
-        return self.x.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.x.dtype
 
 
 def _prepare_out(x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:

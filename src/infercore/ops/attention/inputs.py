@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
+from infercore.ops.common import TensorInputs
+
 __all__ = ["PagedInputs", "VarlenInputs"]
 
 
 @dataclass(frozen=True, slots=True)
-class VarlenInputs:
+class VarlenInputs(TensorInputs):
     """Inputs of ``attention.varlen``: packed queries and packed contiguous keys/values."""
 
     q: torch.Tensor
@@ -19,14 +21,6 @@ class VarlenInputs:
     causal: bool
     sliding_window: int | None
     softcap: float | None
-
-    @property
-    def device(self) -> torch.device:
-        return self.q.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.q.dtype
 
     @property
     def head_dim(self) -> int:
@@ -38,7 +32,7 @@ class VarlenInputs:
 
 
 @dataclass(frozen=True, slots=True)
-class PagedInputs:
+class PagedInputs(TensorInputs):
     """Inputs of ``attention.paged`` and ``attention.decode``: queries over a paged cache.
 
     ``q`` is ``[total_q, num_heads, head_dim]`` (paged) or ``[batch, num_heads, head_dim]``
@@ -51,14 +45,6 @@ class PagedInputs:
     causal: bool
     sliding_window: int | None
     softcap: float | None
-
-    @property
-    def device(self) -> torch.device:
-        return self.q.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.q.dtype
 
     @property
     def head_dim(self) -> int:

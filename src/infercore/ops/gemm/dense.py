@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infercore.ops.common import FLOAT_DTYPES, check_same_device, check_tensor
+from infercore.ops.common import FLOAT_DTYPES, TensorInputs, check_same_device, check_tensor
 from infercore.registry import resolve
 
 __all__ = ["GemmInputs", "check_bias", "check_out_dtype", "gemm", "linear"]
@@ -17,21 +17,13 @@ def _name(dtype: torch.dtype) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class GemmInputs:
+class GemmInputs(TensorInputs):
     """What ``gemm`` backends are asked to support: ``out = a @ b (+ bias)``."""
 
     a: torch.Tensor
     b: torch.Tensor
     bias: torch.Tensor | None
     out: torch.Tensor
-
-    @property
-    def device(self) -> torch.device:
-        return self.a.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.a.dtype
 
     @property
     def out_dtype(self) -> torch.dtype:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infercore.ops.common import check_same_device, check_tensor
+from infercore.ops.common import TensorInputs, check_same_device, check_tensor
 from infercore.ops.gemm.dense import check_bias, check_out_dtype
 from infercore.ops.gemm.fp8_quant import FP8_DTYPE
 from infercore.registry import resolve
@@ -78,7 +78,7 @@ def classify_scale(name: str, scale: torch.Tensor, outer: int, k: int, operand: 
 
 
 @dataclass(frozen=True, slots=True)
-class GemmFp8Inputs:
+class GemmFp8Inputs(TensorInputs):
     """What ``gemm.fp8`` backends are asked to support."""
 
     a_q: torch.Tensor
@@ -87,14 +87,6 @@ class GemmFp8Inputs:
     b_scale: torch.Tensor
     bias: torch.Tensor | None
     out: torch.Tensor
-
-    @property
-    def device(self) -> torch.device:
-        return self.a_q.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.a_q.dtype
 
     @property
     def out_dtype(self) -> torch.dtype:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infercore.ops.common import FLOAT_DTYPES, check_same_device, check_tensor
+from infercore.ops.common import FLOAT_DTYPES, TensorInputs, check_same_device, check_tensor
 from infercore.registry import resolve
 
 __all__ = [
@@ -32,21 +32,13 @@ GRANULARITIES = ("tensor", "token", "channel", "block")
 
 
 @dataclass(frozen=True, slots=True)
-class QuantFp8Inputs:
+class QuantFp8Inputs(TensorInputs):
     """What ``quant.fp8`` backends are asked to support."""
 
     x: torch.Tensor
     granularity: str
     block_size: tuple[int, int]
     scale: torch.Tensor | None
-
-    @property
-    def device(self) -> torch.device:
-        return self.x.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.x.dtype
 
 
 def scale_shape(

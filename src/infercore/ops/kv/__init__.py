@@ -7,26 +7,18 @@ from dataclasses import dataclass
 import torch
 
 from infercore.ops.attention import checks as C
-from infercore.ops.common import FLOAT_DTYPES, check_tensor
+from infercore.ops.common import FLOAT_DTYPES, TensorInputs, check_tensor
 from infercore.registry import resolve
 
 __all__ = ["KVWriteInputs", "write"]
 
 
 @dataclass(frozen=True, slots=True)
-class KVWriteInputs:
+class KVWriteInputs(TensorInputs):
     """What ``kv.write`` backends are asked to support."""
 
     k: torch.Tensor
     k_cache: torch.Tensor
-
-    @property
-    def device(self) -> torch.device:
-        return self.k.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.k.dtype
 
     @property
     def kv_dtype(self) -> torch.dtype:

@@ -6,27 +6,19 @@ from dataclasses import dataclass
 
 import torch
 
-from infercore.ops.common import FLOAT_DTYPES, check_same_device, check_tensor
+from infercore.ops.common import FLOAT_DTYPES, TensorInputs, check_same_device, check_tensor
 from infercore.registry import resolve
 
 __all__ = ["FusedAddRMSNormInputs", "RMSNormInputs", "fused_add_rms_norm", "rms_norm"]
 
 
 @dataclass(frozen=True, slots=True)
-class RMSNormInputs:
+class RMSNormInputs(TensorInputs):
     """What ``norm.rms`` backends are asked to support."""
 
     x: torch.Tensor
     weight: torch.Tensor
     eps: float
-
-    @property
-    def device(self) -> torch.device:
-        return self.x.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.x.dtype
 
 
 def _check_rms_args(x: torch.Tensor, weight: torch.Tensor, eps: float) -> None:
@@ -95,21 +87,13 @@ def rms_norm(
 
 
 @dataclass(frozen=True, slots=True)
-class FusedAddRMSNormInputs:
+class FusedAddRMSNormInputs(TensorInputs):
     """What ``norm.add_rms`` backends are asked to support."""
 
     x: torch.Tensor
     residual: torch.Tensor
     weight: torch.Tensor
     eps: float
-
-    @property
-    def device(self) -> torch.device:
-        return self.x.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.x.dtype
 
 
 def _fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,

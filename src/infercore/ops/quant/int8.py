@@ -8,6 +8,7 @@ both scales in the epilogue::
     wq, ws = quantize_int8(w.t(), "channel")        # w [N, K] -> int8 [K, N] view, [1, N]
     y = gemm_w8a8(xq, wq, xs, ws, out_dtype=x.dtype)
 
+
 Families: ``quant.int8`` and ``gemm.w8a8``.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infercore.ops.common import FLOAT_DTYPES, check_same_device, check_tensor
+from infercore.ops.common import FLOAT_DTYPES, TensorInputs, check_same_device, check_tensor
 from infercore.registry import resolve
 
 __all__ = [
@@ -35,19 +36,11 @@ GRANULARITIES = ("token", "tensor", "channel")
 
 
 @dataclass(frozen=True, slots=True)
-class QuantizeInt8Inputs:
+class QuantizeInt8Inputs(TensorInputs):
     """What ``quant.int8`` backends are asked to support."""
 
     x: torch.Tensor
     granularity: str
-
-    @property
-    def device(self) -> torch.device:
-        return self.x.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.x.dtype
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infercore.ops.common import FLOAT_DTYPES, check_same_device, check_tensor
+from infercore.ops.common import FLOAT_DTYPES, TensorInputs, check_same_device, check_tensor
 from infercore.ops.quant.weights import QuantizedWeight
 from infercore.registry import resolve
 
@@ -18,20 +18,12 @@ __all__ = ["QuantizedLinearInputs", "quantized_linear"]
 
 
 @dataclass(frozen=True, slots=True)
-class QuantizedLinearInputs:
+class QuantizedLinearInputs(TensorInputs):
     """What ``gemm.w8a16`` / ``gemm.w4a16`` backends are asked to support."""
 
     x: torch.Tensor
     qweight: QuantizedWeight
     bias: torch.Tensor | None
-
-    @property
-    def device(self) -> torch.device:
-        return self.x.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.x.dtype
 
 
 def _check_args(x: torch.Tensor, qweight: QuantizedWeight, bias: torch.Tensor | None) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infercore.ops.common import FLOAT_DTYPES, check_same_device, check_tensor
+from infercore.ops.common import FLOAT_DTYPES, TensorInputs, check_same_device, check_tensor
 from infercore.ops.rope.cache import (
     SCALING_TYPES,
     build_cos_sin_cache,
@@ -28,7 +28,7 @@ _POSITION_DTYPES = (torch.int64, torch.int32)
 
 
 @dataclass(frozen=True, slots=True)
-class RotaryInputs:
+class RotaryInputs(TensorInputs):
     """What ``rope`` backends are asked to support."""
 
     q: torch.Tensor
@@ -36,14 +36,6 @@ class RotaryInputs:
     positions: torch.Tensor
     cos_sin_cache: torch.Tensor
     is_neox: bool
-
-    @property
-    def device(self) -> torch.device:
-        return self.q.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.q.dtype
 
 
 def _check_rotary_args(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor,

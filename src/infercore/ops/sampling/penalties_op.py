@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infercore.ops.common import FLOAT_DTYPES, check_same_device, check_tensor
+from infercore.ops.common import FLOAT_DTYPES, TensorInputs, check_same_device, check_tensor
 from infercore.ops.sampling.filtering import RowParam
 from infercore.ops.sampling.params import check_row_param
 from infercore.registry import resolve
@@ -29,7 +29,7 @@ COUNT_DTYPES = (torch.int32, torch.int64)
 
 
 @dataclass(frozen=True, slots=True)
-class PenaltyInputs:
+class PenaltyInputs(TensorInputs):
     """What ``sample.penalties`` backends are asked to support."""
 
     logits: torch.Tensor
@@ -38,14 +38,6 @@ class PenaltyInputs:
     repetition_penalty: RowParam
     presence_penalty: RowParam
     frequency_penalty: RowParam
-
-    @property
-    def device(self) -> torch.device:
-        return self.logits.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.logits.dtype
 
 
 def _apply(logits, token_counts, prompt_mask, repetition, presence, frequency, backend):

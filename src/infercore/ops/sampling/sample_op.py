@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-from infercore.ops.common import FLOAT_DTYPES, check_tensor
+from infercore.ops.common import FLOAT_DTYPES, TensorInputs, check_tensor
 from infercore.ops.sampling.filtering import RowParam
 from infercore.ops.sampling.params import (
     check_count,
@@ -46,7 +46,7 @@ class SampleOutput(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class SampleInputs:
+class SampleInputs(TensorInputs):
     """What ``sample`` backends are asked to support."""
 
     logits: torch.Tensor
@@ -55,14 +55,6 @@ class SampleInputs:
     top_p: RowParam
     min_p: RowParam
     seeds: torch.Tensor
-
-    @property
-    def device(self) -> torch.device:
-        return self.logits.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.logits.dtype
 
 
 def _sample(logits, temperature, top_k, top_p, min_p, seeds, backend):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infercore.ops.common import FLOAT_DTYPES, check_same_device, check_tensor
+from infercore.ops.common import FLOAT_DTYPES, TensorInputs, check_same_device, check_tensor
 from infercore.registry import resolve
 
 __all__ = ["GreedyInputs", "RejectionInputs", "greedy_verify", "rejection_sample"]
@@ -25,7 +25,7 @@ INDEX_DTYPES = (torch.int32, torch.int64)
 
 
 @dataclass(frozen=True, slots=True)
-class RejectionInputs:
+class RejectionInputs(TensorInputs):
     """What ``spec.rejection`` backends are asked to support."""
 
     target_probs: torch.Tensor
@@ -34,30 +34,14 @@ class RejectionInputs:
     num_draft: torch.Tensor
     seeds: torch.Tensor
 
-    @property
-    def device(self) -> torch.device:
-        return self.target_probs.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.target_probs.dtype
-
 
 @dataclass(frozen=True, slots=True)
-class GreedyInputs:
+class GreedyInputs(TensorInputs):
     """What ``spec.greedy`` backends are asked to support."""
 
     target_ids: torch.Tensor
     draft_tokens: torch.Tensor
     num_draft: torch.Tensor
-
-    @property
-    def device(self) -> torch.device:
-        return self.target_ids.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.target_ids.dtype
 
 
 def _check_drafts(
