@@ -90,6 +90,27 @@ def test_bench_runs_a_suite_and_writes_json(tiny_suite, tmp_path):
     assert data["ceilings"]["copy_gbps"] > 0
 
 
+def test_bench_reports_a_failed_check_without_timing_it(tmp_path):
+    def wrong():
+        raise AssertionError("relative error 0.5")
+
+    @bench.suite("test_wrong", "a case whose check fails", devices=("cpu",))
+    def cases(device, quick):
+        yield bench.Case("bad", {"mine": lambda: None}, check=wrong)
+        yield bench.Case("good", {"mine": lambda: None})
+
+    try:
+        out = tmp_path / "r.json"
+        result = runner.invoke(app, ["bench", "test_wrong", "--device", "cpu", "--rep-ms", "2",
+                                     "--json", str(out)])
+    finally:
+        bench._SUITES.pop("test_wrong")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["results"]
+    assert rows[0]["case"] == "bad" and "relative error 0.5" in rows[0]["error"]
+    assert rows[1]["case"] == "good" and rows[1]["error"] is None and rows[1]["ms"] > 0
+
+
 def test_bench_rejects_unknown_suite_and_wrong_device(tiny_suite):
     assert runner.invoke(app, ["bench", "nope"]).exit_code == 2
     wrong = runner.invoke(app, ["bench", "norm", "--device", "cpu"])

@@ -172,7 +172,13 @@ def run_case(suite_: Suite, case: Case, device: torch.device, ceilings: Ceilings
              *, rep_ms: float = 100) -> Iterator[Result]:
     """Time every implementation of one case."""
     if case.check is not None:
-        case.check()
+        try:
+            case.check()
+        except Exception as exc:  # a wrong or broken case is reported, never timed
+            error = f"check failed: {type(exc).__name__}: {exc}"
+            for impl in case.impls:
+                yield Result(suite_.name, case.name, impl, float("nan"), error=error)
+            return
     times: dict[str, float] = {}
     errors: dict[str, str] = {}
     for impl, fn in case.impls.items():
