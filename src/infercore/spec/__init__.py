@@ -6,6 +6,9 @@
   :class:`Proposer`: ``propose(requests, k) -> Proposal``.
 - Verifiers: :func:`rejection_sample` (family ``spec.rejection``, exact: emitted tokens
   follow the target distribution) and :func:`greedy_verify` (family ``spec.greedy``).
+- :class:`SamplingParams` and :func:`batch_sampling_probs`: temperature, top-k, top-p,
+  min-p applied alike to target and draft, so verification keeps the filtered target
+  distribution.
 - :class:`AcceptanceStats` and the :class:`KPolicy` hook with :class:`AdaptiveK`.
 - Models for the draft proposer and the loop: :class:`LogitsModel`, with adapters
   :class:`CallableModel` (a stateless callable) and :class:`HFModel` (a transformers
@@ -20,6 +23,7 @@ from infercore.spec.interface import Proposal, Proposer, RequestView, SpecReques
 from infercore.spec.models import CallableModel, LogitsModel
 from infercore.spec.ngram import NgramConfig, NgramProposer
 from infercore.spec.policy import AdaptiveK, AdaptiveKConfig, KPolicy
+from infercore.spec.sampling import SamplingParams, batch_sampling_probs
 from infercore.spec.stats import AcceptanceCounts, AcceptanceStats
 from infercore.spec.verify import greedy_verify, rejection_sample
 
@@ -39,7 +43,9 @@ __all__ = [
     "Proposal",
     "Proposer",
     "RequestView",
+    "SamplingParams",
     "SpecRequest",
+    "batch_sampling_probs",
     "greedy_verify",
     "rejection_sample",
     "speculative_generate",
