@@ -63,6 +63,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 #: Built-in plugins: modules registering the library's own backends, loaded first.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "infercore.ops.norm.plugin",
+    "infercore.cache.plugin",
+    "infercore.sched.plugin",
 )
 
 
