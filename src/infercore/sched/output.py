@@ -113,6 +113,11 @@ class SchedulerOutput:
         return [r.request_id for r in self.requests]
 
     @property
+    def query_lens(self) -> list[int]:
+        """Tokens computed per request."""
+        return [1] * self.num_decodes + self.prefill_num_tokens
+
+    @property
     def query_start_loc(self) -> list[int]:
         """Offsets of each request's tokens, ``[batch + 1]``."""
         loc = list(range(self.num_decodes + 1))

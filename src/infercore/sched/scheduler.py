@@ -304,6 +304,7 @@ class Scheduler:
         budget = cfg.max_num_batched_tokens
         if self.policy.preempts_on_arrival and self._num_waiting:
             self._preempt_for_arrivals(out)
+        preempted_for_arrivals = len(out.preempted_req_ids)
 
         # Decodes: the hot path, one token each. Preemption only takes requests from the
         # tails of the running lists, so the scheduled decodes are a prefix of the list.
@@ -352,10 +353,12 @@ class Scheduler:
             budget -= n
             i += 1
 
-        # Admission of waiting requests.
-        while budget and self.num_running < cfg.max_num_seqs:
+        # Admission of waiting requests, unless running ones just ran out of blocks; a
+        # request preempted in this step waits for the next one.
+        admit = len(out.preempted_req_ids) == preempted_for_arrivals
+        while admit and budget and self.num_running < cfg.max_num_seqs:
             req = self._peek_waiting()
-            if req is None:
+            if req is None or req.request_id in out.preempted_req_ids:
                 break
             start, fit, hit = self._admission_fit(req)
             if fit <= 0:
