@@ -148,12 +148,13 @@ class KVCacheManager:
         """Cached blocks for the start of a new sequence of ``token_ids``.
 
         At most ``(len(token_ids) - 1) // block_size`` blocks: the last token is always
-X The blocks are taken by :meth:`allocate` with ``hit=``.
+        computed (it yields the next token). ``None`` when prefix caching is off. The
+        blocks are taken, and the lookup counted in the statistics, by :meth:`allocate`
+        with ``hit=``.
         """
         if self.prefix is None:
             return None
-        hit = self.prefix.match(token_ids, (len(token_ids) - 1) // self.block_size)
-        return hit if hit.block_ids else None
+        return self.prefix.match(token_ids, (len(token_ids) - 1) // self.block_size)
 
     def _droppable(self, seq: SequenceBlocks, start: int) -> int:
         """Blocks the streaming policy drops before writing from position ``start``."""
