@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from infercore import ConfigError
-from infercore.cache import tensors
 from infercore.cache import (
     KVCacheConfig,
     KVCacheLayout,
     KVCacheManager,
     NoFreeBlocksError,
     StreamingConfig,
+    tensors,
 )
 
 LAYOUT = KVCacheLayout(num_layers=3, num_kv_heads=2, head_dim=8, dtype=torch.float16)

@@ -37,11 +37,11 @@ def test_longest_prefix_in_whole_blocks(backend):
     cache = make(backend)
     tokens = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]
     node = insert_chain(cache, tokens, [10, 11, 12])
-    hit = cache.match(tokens + [9, 7], max_blocks=10)
+    hit = cache.match([*tokens, 9, 7], max_blocks=10)
     assert hit.block_ids == [10, 11, 12] and hit.node == node and hit.num_queried == 3
     assert cache.match(tokens, max_blocks=2).block_ids == [10, 11]
     assert cache.match(tokens[:7], max_blocks=10).block_ids == [10]  # partial block: no
-    differs = tokens[:5] + [0] + tokens[6:]
+    differs = [*tokens[:5], 0, *tokens[6:]]
     assert cache.match(differs, max_blocks=10).block_ids == [10]
 
 
@@ -90,7 +90,7 @@ def test_evicted_parent_makes_children_unreachable(backend):
     insert_chain(cache, tokens, [0, 1, 2])
     cache.release([0])  # only the head becomes evictable
     assert cache.evict(1) == [0]
-    node, added = cache.insert(0, tuple(tokens[:4]), 7)  # same tokens, new block
+    _, added = cache.insert(0, tuple(tokens[:4]), 7)  # same tokens, new block
     assert added
     assert cache.match(tokens, 3).block_ids == [7]  # old children hang off the old node
 
@@ -151,5 +151,5 @@ def test_pool_pressure_evicts_only_unreferenced_blocks(backend):
     m.allocate(seq, 0, 4 * BS)  # needs 4: 2 free + 2 evicted
     assert m.prefix.num_evictable_blocks == 1
     assert all(m.prefix.is_cached(b) for b in kept.block_ids)
-    assert m.match_prefix(list(range(100, 100 + 3 * BS)) + [0]).block_ids == kept.block_ids
+    assert m.match_prefix([*range(100, 100 + 3 * BS), 0]).block_ids == kept.block_ids
     assert not m.can_allocate(m.new_sequence(), 0, 2 * BS + 1)

@@ -173,8 +173,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             used += alloc.ref_count(b) > 0
         assert alloc.num_free_blocks + used == alloc.num_blocks
         if prefix is not None:
-            evictable = sum(1 for b in range(alloc.num_blocks) if prefix.is_cached(b) and not users[b])
-            assert prefix.num_evictable_blocks == evictable
+            cached = [b for b in range(alloc.num_blocks) if prefix.is_cached(b)]
+            assert prefix.num_evictable_blocks == sum(1 for b in cached if not users[b])
 
     @invariant()
     def cached_blocks_hold_their_tokens(self):

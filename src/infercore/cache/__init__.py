@@ -41,4 +41,5 @@ __all__ = [
     "PrefixCacheStats",
     "PrefixMatch",
     "SequenceBlocks",
+    "StreamingConfig",
 ]

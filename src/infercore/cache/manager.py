@@ -284,13 +284,13 @@ class KVCacheManager:
             return
         bs = self.block_size
         full = num_computed // bs
-        i = seq.num_indexed_blocks
-        if i >= full:
+        first = seq.num_indexed_blocks
+        if first >= full:
             return
         node = seq.prefix_node
         blocks = seq.block_ids
         allocator = self.allocator
-        for i in range(i, full):
+        for i in range(first, full):
             block = blocks[i]
             node, added = prefix.insert(node, tuple(token_ids[i * bs : (i + 1) * bs]), block)
             if added:

@@ -110,7 +110,5 @@ def allocate_kv_tensors(
 
     dtype = layout.torch_dtype(cache_dtype)
     shape = (num_blocks, block_size, layout.num_kv_heads, layout.head_dim)
-    return [
-        (torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device))
-        for _ in range(layout.num_layers)
-    ]
+    empty = lambda: torch.empty(shape, dtype=dtype, device=device)
+    return [(empty(), empty()) for _ in range(layout.num_layers)]

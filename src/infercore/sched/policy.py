@@ -51,4 +51,5 @@ def policy_for(name: str) -> SchedulingPolicy:
     try:
         return _POLICIES[name]()
     except KeyError:
-        raise ValueError(f"policy={name!r} is unknown; choose from {', '.join(_POLICIES)}") from None
+        known = ", ".join(_POLICIES)
+        raise ValueError(f"policy={name!r} is unknown; choose from {known}") from None

@@ -396,7 +396,6 @@ class Scheduler:
         """
         if output is not self._pending:
             raise ValueError("update() takes the output of the latest schedule(), once")
-        self._pending = None
         if hasattr(sampled_token_ids, "tolist"):
             sampled_token_ids = sampled_token_ids.tolist()
         reqs = output.requests
@@ -405,6 +404,7 @@ class Scheduler:
                 f"sampled_token_ids has {len(sampled_token_ids)} entries; the step scheduled "
                 f"{len(reqs)} requests"
             )
+        self._pending = None
         cache = self.cache
         caching = cache.prefix is not None
         bs = cache.block_size
