@@ -47,11 +47,16 @@ def reference_generation(request: Request, vocab: int, max_len: int) -> list[int
 
 
 class FakeRunner:
-    """Runs a :class:`SchedulerOutput` against a simulated KV cache of ``num_blocks``."""
+    """Runs a :class:`SchedulerOutput` against a simulated KV cache of ``num_blocks``.
 
-    def __init__(self, num_blocks: int, block_size: int, vocab: int) -> None:
+    With the StreamingLLM policy (``sink_blocks``), cache position ``c`` past the sink
+    blocks holds token ``c + num_dropped_tokens``.
+    """
+
+    def __init__(self, num_blocks: int, block_size: int, vocab: int, sink_blocks: int = 0):
         self.block_size = block_size
         self.vocab = vocab
+        self.sink_tokens = sink_blocks * block_size
         self.kv: list[int | None] = [None] * (num_blocks * block_size)
 
     def _read(self, table: list[int], cache_pos: int) -> int | None:
@@ -74,7 +79,9 @@ class FakeRunner:
                 assert slot == table[pos // bs] * bs + pos % bs
                 prev = self._read(table, pos - 1) if pos > 0 else ROOT
                 self.kv[slot] = kv_of(prev, tok)
-            expected = chain(req.token_ids[: s.seq_len])
+            dropped, sink = req.blocks.num_dropped_tokens, self.sink_tokens
+            full = chain(req.token_ids[: s.seq_len + dropped])
+            expected = full[: min(sink, s.seq_len)] + full[sink + dropped :]
             actual = [self._read(table, p) for p in range(s.seq_len)]
             assert actual == expected, f"{req.request_id}: the cache holds other tokens' KV"
             sampled.append(next_token(actual[-1], self.vocab))

@@ -8,7 +8,7 @@ import pytest
 
 import infercore
 from infercore import ConfigError
-from infercore.cache import KVCacheConfig, KVCacheManager
+from infercore.cache import KVCacheConfig, KVCacheManager, StreamingConfig
 from infercore.sched import (
     FinishReason,
     Request,
@@ -262,3 +262,16 @@ def test_registry_builds_schedulers(policy):
     other = "priority" if policy == "fcfs" else "fcfs"
     with pytest.raises(ValueError, match="contradicts"):
         infercore.create("scheduler", policy, {**config, "policy": other})
+
+
+def test_streaming_generates_past_the_cache_with_sinks_and_a_window():
+    window = StreamingConfig(sink_tokens=4, window_tokens=8)
+    cache = KVCacheManager(KVCacheConfig(num_blocks=6, block_size=4, streaming=window))
+    sched = Scheduler(SchedulerConfig(max_num_batched_tokens=8, max_model_len=16), cache)
+    runner = FakeRunner(6, 4, VOCAB, sink_blocks=cache.sink_blocks)
+    req = Request("s", [3, 1, 4, 1, 5, 9], max_tokens=200)
+    sched.add(req)
+    for out in drain(sched, runner):  # the runner checks sinks and window hold the right KV
+        assert max(out.positions) < 4 + 8 + 8
+    assert len(req.output_token_ids) == 200 and req.finish_reason is FinishReason.LENGTH
+    assert req.token_ids == reference_generation(req, VOCAB, req._max_len)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from infercore.cache.allocator import NoFreeBlocksError
 from infercore.cache.config import BlockAllocatorConfig, KVCacheConfig, PrefixCacheConfig
 from infercore.cache.prefix import ROOT_NODE, PrefixMatch
 from infercore.cache.tensors import KVCacheLayout, allocate_kv_tensors, resolve_num_blocks
@@ -209,10 +210,6 @@ class KVCacheManager:
         if short > 0 and self.prefix is not None:
             self.allocator.free(self.prefix.evict(short))
 
-    def _take(self, num_blocks: int) -> list[int]:
-        self._reserve(num_blocks)
-        return self.allocator.allocate(num_blocks)
-
     def allocate(
         self, seq: SequenceBlocks, start: int, end: int, *, hit: PrefixMatch | None = None
     ) -> tuple[int, int] | None:
@@ -231,10 +228,32 @@ class KVCacheManager:
         Raises
         ------
         NoFreeBlocksError
-            When the blocks are not available (check :meth:`can_allocate` first).
+            When the blocks are not available; nothing changed then.
         """
         bs = self.block_size
         blocks = seq.block_ids
+        if hit is None and self.window_tokens is None and not seq.shared_tail:
+            # The common case (every step of a decode that crosses a block boundary):
+            # append blocks to a sequence that shares nothing it writes.
+            missing = -(-end // bs) - len(blocks)
+            if missing > 0:
+                allocator = self.allocator
+                short = missing - allocator.num_free_blocks
+                if short > 0:
+                    if self.prefix is None or short > self.prefix.num_evictable_blocks:
+                        raise NoFreeBlocksError(
+                            f"positions [{start}, {end}) need {missing} blocks; "
+                            f"{self.num_free_blocks} are available"
+                        )
+                    allocator.free(self.prefix.evict(short))
+                blocks.extend(allocator.allocate(missing))
+                seq.writable_end = len(blocks) * bs
+            return None
+        if not self.can_allocate(seq, start, end, hit=hit):
+            raise NoFreeBlocksError(
+                f"positions [{start}, {end}) do not fit in the {self.num_free_blocks} "
+                "available blocks"
+            )
         if hit is not None:
             self._attach(seq, start, hit)
         drop = self._droppable(seq, start)
@@ -256,7 +275,8 @@ class KVCacheManager:
             seq.shared_tail = False
         missing = -(-cache_end // bs) - len(blocks)
         if missing > 0:
-            blocks.extend(self._take(missing))
+            self._reserve(missing)
+            blocks.extend(self.allocator.allocate(missing))
         seq.writable_end = seq.num_dropped_tokens + len(blocks) * bs
         return copy
 

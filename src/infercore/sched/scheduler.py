@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 from collections.abc import Sequence
 
+from infercore.cache.allocator import NoFreeBlocksError
 from infercore.cache.manager import KVCacheManager
 from infercore.cache.prefix import PrefixMatch
 from infercore.sched.config import SchedulerConfig
@@ -229,26 +231,34 @@ class Scheduler:
             running.pop()  # victims are the lowest: usually the tail
         else:
             running.remove(req)
-        self.cache.free(req.blocks)
+        self._release(req)
         req.num_computed_tokens = 0
         req.num_preemptions += 1
         req.transition(RequestStatus.PREEMPTED)
         self._push_waiting(req)
         out.preempted_req_ids.append(req.request_id)
 
+    def _release(self, req: Request) -> None:
+        """Free a request's blocks after adding its computed full blocks to the prefix
+        cache (blocks filled by decoding are added here, not at every step)."""
+        self.cache.register(req.blocks, req.token_ids, req.num_computed_tokens)
+        self.cache.free(req.blocks)
+
     def _grow(self, req: Request, start: int, end: int, out: SchedulerOutput) -> bool:
         """Blocks for positions ``[start, end)`` of a running request, preempting the lowest
         running requests while needed; ``False`` when ``req`` itself was preempted."""
-        cache = self.cache
-        while not cache.can_allocate(req.blocks, start, end):
-            victim = self._lowest_running()
-            self._preempt(victim, out)
-            if victim is req:
-                return False
-        copy = cache.allocate(req.blocks, start, end)
-        if copy is not None:
-            out.block_copies.append(copy)
-        return True
+        while True:
+            try:
+                copy = self.cache.allocate(req.blocks, start, end)
+            except NoFreeBlocksError:
+                victim = self._lowest_running()
+                self._preempt(victim, out)
+                if victim is req:
+                    return False
+                continue
+            if copy is not None:
+                out.block_copies.append(copy)
+            return True
 
     def _add_chunk(self, req: Request, start: int, n: int, out: SchedulerOutput) -> None:
         end = start + n
@@ -313,10 +323,7 @@ class Scheduler:
         positions_append = out.positions.append
         slots_append = out.slot_mapping.append
         tables_append = out.block_tables.append
-        count = 0
-        for req in decoding:
-            if count == budget:
-                break
+        for req in itertools.islice(decoding, budget):
             p = req.num_computed_tokens
             kv = req.blocks
             if p >= kv.writable_end and not self._grow(req, p, p + 1, out):
@@ -328,7 +335,7 @@ class Scheduler:
             slots_append(blocks[c // bs] * bs + c % bs)
             tables_append(blocks)
             req.num_computed_tokens = p + 1
-            count += 1
+        count = len(out.input_ids)
         out.requests = decoding[:count]
         out.num_decodes = count
         budget -= count
@@ -377,8 +384,8 @@ class Scheduler:
         return out
 
     def update(self, output: SchedulerOutput, sampled_token_ids: Sequence[int]) -> list[Request]:
-        """Record the step's results: append sampled tokens, finish requests, index newly
-        filled blocks in the prefix cache.
+        """Record the step's results: append sampled tokens, finish requests, add blocks
+        filled by prompts to the prefix cache.
 
         Parameters
         ----------
@@ -405,19 +412,15 @@ class Scheduler:
                 f"{len(reqs)} requests"
             )
         self._pending = None
-        cache = self.cache
-        caching = cache.prefix is not None
-        bs = cache.block_size
-        register = cache.register
+        register = self.cache.register
         finished: list[Request] = []
         nd = output.num_decodes
+        running = _RUNNING
         for req, tok in zip(reqs[:nd], sampled_token_ids[:nd], strict=True):
-            if req.status is not _RUNNING:
+            if req.status is not running:
                 continue  # aborted after schedule()
             tokens = req.token_ids
             tokens.append(tok)
-            if caching and not req.num_computed_tokens % bs:
-                register(req.blocks, tokens, req.num_computed_tokens)
             if tok in req._stop or len(tokens) >= req._max_len:
                 finished.append(req)
         any_decode_finished = bool(finished)
@@ -425,8 +428,7 @@ class Scheduler:
             if req.status is not _RUNNING:
                 continue
             tokens = req.token_ids
-            if caching:
-                register(req.blocks, tokens, req.num_computed_tokens)
+            register(req.blocks, tokens, req.num_computed_tokens)
             if req.num_computed_tokens < len(tokens):
                 continue  # a chunk inside the prompt: nothing sampled
             tokens.append(tok)
@@ -438,7 +440,7 @@ class Scheduler:
         for req in finished:
             reason = FinishReason.STOP if req.token_ids[-1] in req._stop else FinishReason.LENGTH
             req.transition(RequestStatus.FINISHED, reason)
-            cache.free(req.blocks)
+            self._release(req)
             del self.requests[req.request_id]
             self._finished_since_step.append(req.request_id)
         if any_decode_finished:
