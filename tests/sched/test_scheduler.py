@@ -275,3 +275,27 @@ def test_streaming_generates_past_the_cache_with_sinks_and_a_window():
         assert max(out.positions) < 4 + 8 + 8
     assert len(req.output_token_ids) == 200 and req.finish_reason is FinishReason.LENGTH
     assert req.token_ids == reference_generation(req, VOCAB, req._max_len)
+
+
+def test_stalled_prefill_preempts_lower_ranked_decodes():
+    sched, runner = make(
+        num_blocks=10, block_size=4, prefix=False, max_num_batched_tokens=8, policy="priority"
+    )
+    low = [Request(f"low{i}", [i + 1] * 9, max_tokens=30, priority=5) for i in range(2)]
+    for r in low:
+        sched.add(r)
+    for _ in range(6):
+        step(sched, runner)
+    assert all(r.status is RequestStatus.RUNNING for r in low)
+    high = Request("high", [6] * 24, max_tokens=3, priority=0)
+    sched.add(high)
+    preempted = []
+    while high.num_computed_tokens < high.num_prompt_tokens:
+        out, _ = step(sched, runner)
+        preempted += out.preempted_req_ids
+        assert high in out.requests, "the high-priority prefill stalled behind decodes"
+    # The prompt needed 6 of the 10 blocks while the decodes held 7: both gave way.
+    assert sorted(preempted) == ["low0", "low1"]
+    drain(sched, runner)
+    for r in [*low, high]:
+        assert r.token_ids == reference_generation(r, VOCAB, r._max_len)

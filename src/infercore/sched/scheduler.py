@@ -2,18 +2,20 @@
 
 Each ``schedule()`` builds one step under the token budget ``max_num_batched_tokens``:
 
-1. (priority policy) a waiting request that outranks the lowest running one and does
-   not fit preempts running requests from the lowest up;
+1. room: a running prefill with no room for its next token preempts the running
+   requests ranked below it; under the priority policy, so does a waiting request
+   that outranks the lowest running one and does not fit;
 2. running decodes, one token each, in policy order;
 3. running prefills, a chunk each, in policy order;
 4. waiting requests (new and preempted) in policy order while requests, budget and
-   blocks last. Cached prefix blocks are taken from the prefix cache, the rest of
-   the prompt (at least its last token) is computed.
+   blocks last, unless a running request ran out of blocks in this step. Cached
+   prefix blocks are taken from the prefix cache, the rest of the prompt (at least
+   its last token) is computed.
 
-A request that needs a block when none is free preempts running requests from the
-lowest in policy order (newest under FCFS); a preempted request loses its blocks and
-later recomputes prompt and generated tokens as one prompt (its full blocks usually
-come back from the prefix cache), then continues where it stopped.
+Requests are ranked by the policy (arrival under FCFS). A request that needs a block
+when none is available preempts running requests from the lowest rank up; a preempted
+request loses its blocks (its full ones stay in the prefix cache) and later recomputes
+prompt and generated tokens as one prompt, then continues where it stopped.
 """
 
 from __future__ import annotations
@@ -281,7 +283,21 @@ class Scheduler:
         )
         return start, fit, hit
 
+    def _unstall_prefills(self, out: SchedulerOutput) -> None:
+        """A running prefill with no room for its next token preempts the requests ranked
+        below it (decodes included, before any is scheduled)."""
+        for req in list(self._prefilling):
+            if req.status is not _RUNNING:
+                continue  # preempted for an earlier one
+            while self.cache.max_new_tokens(req.blocks, req.num_computed_tokens) <= 0:
+                lowest = self._lowest_running()
+                if lowest is req:
+                    break
+                self._preempt(lowest, out)
+
     def _preempt_for_arrivals(self, out: SchedulerOutput) -> None:
+        """(Policies that preempt on arrival) the first waiting request preempts running
+        ones ranked below it until it fits."""
         cfg = self.config
         while True:
             head = self._peek_waiting()
@@ -312,9 +328,12 @@ class Scheduler:
         cache = self.cache
         bs = cache.block_size
         budget = cfg.max_num_batched_tokens
+        if self._prefilling:
+            self._unstall_prefills(out)
+        preempted_for_memory = len(out.preempted_req_ids)
         if self.policy.preempts_on_arrival and self._num_waiting:
             self._preempt_for_arrivals(out)
-        preempted_for_arrivals = len(out.preempted_req_ids)
+        preempted_for_arrivals = len(out.preempted_req_ids) - preempted_for_memory
 
         # Decodes: the hot path, one token each. Preemption only takes requests from the
         # tails of the running lists, so the scheduled decodes are a prefix of the list.
