@@ -271,7 +271,10 @@ class KVCacheManager:
             # first, or it writes past it and never writes there again.
             if cache_start < len(blocks) * bs:
                 self._reserve(1)
-                blocks[-1], copy = self.allocator.make_writable(blocks[-1])
+                shared = blocks[-1]
+                blocks[-1], copy = self.allocator.make_writable(shared)
+                if copy is not None and self.prefix is not None:
+                    self.prefix.release((shared,))  # a cached block this sequence left
             seq.shared_tail = False
         missing = -(-cache_end // bs) - len(blocks)
         if missing > 0:
@@ -328,6 +331,52 @@ class KVCacheManager:
         """Release every block of ``seq``; cached ones stay in the prefix cache."""
         self._release(seq.block_ids)
         seq.reset()
+
+    def truncate(self, seq: SequenceBlocks, num_tokens: int) -> None:
+        """Keep positions ``[0, num_tokens)`` of ``seq`` and give up the rest (rollback of
+        rejected speculative tokens).
+
+        Blocks past the one holding position ``num_tokens - 1`` are released (freed when
+        no other holder keeps them); later writes start at ``num_tokens`` and overwrite
+        the slots given up in the last kept block. When another holder keeps that block
+        (a fork, or the prefix cache when tokens past ``num_tokens`` were registered:
+        register only accepted tokens to avoid this), it is marked shared, so the next
+        :meth:`allocate` copies it before writing; the sequence's cached chain then ends
+        (it adds no more blocks to the prefix cache).
+
+        Raises
+        ------
+        ValueError
+            When ``num_tokens`` is negative, beyond the sequence's blocks, or inside
+            tokens the streaming policy dropped.
+        """
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 0:
+            raise ValueError(f"num_tokens must be an int >= 0, got {num_tokens!r}")
+        bs = self.block_size
+        blocks = seq.block_ids
+        cache_len = num_tokens - seq.num_dropped_tokens
+        if cache_len < (self.sink_blocks * bs if seq.num_dropped_tokens else 0):
+            raise ValueError(
+                f"num_tokens={num_tokens} is inside the {seq.num_dropped_tokens} tokens the "
+                "streaming policy dropped"
+            )
+        if cache_len > len(blocks) * bs:
+            raise ValueError(
+                f"num_tokens={num_tokens} is beyond the sequence's {len(blocks)} blocks "
+                f"(dropped {seq.num_dropped_tokens} tokens)"
+            )
+        keep = -(-cache_len // bs)
+        if keep < len(blocks):
+            self._release(blocks[keep:])
+            del blocks[keep:]
+            seq.shared_tail = False
+        if cache_len < seq.num_indexed_blocks * bs:
+            seq.num_indexed_blocks = cache_len // bs
+            seq.prefix_node = -1
+        if cache_len % bs and self.allocator.ref_count(blocks[-1]) > 1:
+            seq.shared_tail = True
+        writable = len(blocks) - 1 if seq.shared_tail else len(blocks)
+        seq.writable_end = seq.num_dropped_tokens + writable * bs
 
     def fork(self, seq: SequenceBlocks) -> SequenceBlocks:
         """A new sequence sharing every block of ``seq`` (copy-on-write on the last one)."""

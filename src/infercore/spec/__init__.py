@@ -13,6 +13,8 @@
 - Models for the draft proposer and the loop: :class:`LogitsModel`, with adapters
   :class:`CallableModel` (a stateless callable) and :class:`HFModel` (a transformers
   causal LM with its own KV cache; the paged-cache path comes with the cache components).
+- :class:`SpecKVCache`: paged-KV bookkeeping of a step (write the drafts' slots, roll
+  back rejected ones through :meth:`infercore.cache.KVCacheManager.truncate`).
 - :func:`speculative_generate`: a bare decoding loop assembling the pieces.
 """
 
@@ -20,6 +22,7 @@ from infercore.spec.draft import DraftModelConfig, DraftModelProposer
 from infercore.spec.generate import speculative_generate
 from infercore.spec.hf import HFModel
 from infercore.spec.interface import Proposal, Proposer, RequestView, SpecRequest
+from infercore.spec.kv import KVWrite, SpecKVCache
 from infercore.spec.models import CallableModel, LogitsModel
 from infercore.spec.ngram import NgramConfig, NgramProposer
 from infercore.spec.policy import AdaptiveK, AdaptiveKConfig, KPolicy
@@ -37,6 +40,7 @@ __all__ = [
     "DraftModelProposer",
     "HFModel",
     "KPolicy",
+    "KVWrite",
     "LogitsModel",
     "NgramConfig",
     "NgramProposer",
@@ -44,6 +48,7 @@ __all__ = [
     "Proposer",
     "RequestView",
     "SamplingParams",
+    "SpecKVCache",
     "SpecRequest",
     "batch_sampling_probs",
     "greedy_verify",
