@@ -11,8 +11,9 @@
   distribution.
 - :class:`AcceptanceStats` and the :class:`KPolicy` hook with :class:`AdaptiveK`.
 - Models for the draft proposer and the loop: :class:`LogitsModel`, with adapters
-  :class:`CallableModel` (a stateless callable) and :class:`HFModel` (a transformers
-  causal LM with its own KV cache; the paged-cache path comes with the cache components).
+  :class:`CallableModel` (a stateless callable), :class:`PagedModel` (a paged forward over
+  blocks of a :class:`infercore.cache.KVCacheManager`, rejected tokens rolled back) and
+  :class:`HFModel` (a transformers causal LM with its own ``past_key_values`` cache).
 - :class:`SpecKVCache`: paged-KV bookkeeping of a step (write the drafts' slots, roll
   back rejected ones through :meth:`infercore.cache.KVCacheManager.truncate`).
 - :func:`speculative_generate`: a bare decoding loop assembling the pieces.
@@ -25,6 +26,7 @@ from infercore.spec.interface import Proposal, Proposer, RequestView, SpecReques
 from infercore.spec.kv import KVWrite, SpecKVCache
 from infercore.spec.models import CallableModel, LogitsModel
 from infercore.spec.ngram import NgramConfig, NgramProposer
+from infercore.spec.paged import PagedBatch, PagedForward, PagedModel
 from infercore.spec.policy import AdaptiveK, AdaptiveKConfig, KPolicy
 from infercore.spec.sampling import SamplingParams, batch_sampling_probs
 from infercore.spec.stats import AcceptanceCounts, AcceptanceStats
@@ -44,6 +46,9 @@ __all__ = [
     "LogitsModel",
     "NgramConfig",
     "NgramProposer",
+    "PagedBatch",
+    "PagedForward",
+    "PagedModel",
     "Proposal",
     "Proposer",
     "RequestView",

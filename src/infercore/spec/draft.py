@@ -22,7 +22,9 @@ class DraftModelConfig(Config):
     ``temperature``, ``top_k``, ``top_p`` and ``min_p`` apply to requests without their
     own ``sampling`` settings.
 
-    ``model`` is a :class:`~infercore.spec.models.LogitsModel`, a transformers causal LM
+    ``model`` is a :class:`~infercore.spec.models.LogitsModel` (e.g.
+    :class:`~infercore.spec.paged.PagedModel`, the draft's own paged cache), a
+    transformers causal LM
     (wrapped in :class:`~infercore.spec.hf.HFModel`), or a callable ``(input_ids [B, T],
     positions [B, T]) -> logits [B, T, V]`` (wrapped in
     :class:`~infercore.spec.models.CallableModel`; then ``vocab_size`` is required).
@@ -80,8 +82,9 @@ class DraftModelProposer:
     :func:`~infercore.ops.sampling.sampling_probs` of the draft logits (temperature,
     top-k, top-p, min-p; one-hot for greedy rows) and those distributions are returned.
 
-    A stateful model (``HFModel``) keeps its cache between calls: the next call's rows
-    share the accepted prefix with the cached ones and only the new tokens are fed.
+    A stateful model (``PagedModel``, ``HFModel``) keeps its cache between calls: the next
+    call's rows share the accepted prefix with the cached ones and only the new tokens are
+    fed; the rejected drafts' cache entries are rolled back.
 
     Raises
     ------
