@@ -24,12 +24,18 @@ V, D, H, HKV, HD, MAXPOS = 23, 16, 4, 2, 32, 128
 class ToyAttentionLM:
     """One attention layer (GQA, learned positions) with a dense and a paged forward."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, device: torch.device | str = "cpu",
+                 backend: str = "reference") -> None:
         g = torch.Generator().manual_seed(seed)
-        r = lambda *s: torch.randn(*s, generator=g) / s[0] ** 0.5
-        self.emb, self.pos = torch.randn(V, D, generator=g), torch.randn(MAXPOS, D, generator=g)
-        self.wq, self.wk, self.wv = r(D, H * HD), r(D, HKV * HD), r(D, HKV * HD)
-        self.wo, self.head = r(H * HD, D), r(D, V) * 4
+
+        def r(*shape: int, scale: float = 1.0) -> torch.Tensor:
+            return (torch.randn(*shape, generator=g) * scale).to(device)
+
+        self.emb, self.pos = r(V, D), r(MAXPOS, D)
+        self.wq = r(D, H * HD, scale=D**-0.5)
+        self.wk, self.wv = r(D, HKV * HD, scale=D**-0.5), r(D, HKV * HD, scale=D**-0.5)
+        self.wo, self.head = r(H * HD, D, scale=(H * HD) ** -0.5), r(D, V, scale=4 * D**-0.5)
+        self.backend = backend
 
     def _qkv(self, ids, positions):
         x = self.emb[ids] + self.pos[positions]
@@ -50,16 +56,15 @@ class ToyAttentionLM:
     def paged(self, ids: torch.Tensor, positions: torch.Tensor, b: PagedBatch) -> torch.Tensor:
         x, q, k, v = self._qkv(ids, positions)
         ((k_cache, v_cache),) = b.kv_caches
-        kv_ops.write(k, v, k_cache, v_cache, b.slot_mapping, backend="reference")
+        kv_ops.write(k, v, k_cache, v_cache, b.slot_mapping, backend=self.backend)
         o = attention.paged(q, k_cache, v_cache, b.block_tables, b.seq_lens, b.cu_seqlens_q,
-                            b.max_seqlen_q, backend="reference")
+                            b.max_seqlen_q, backend=self.backend)
         return self._out(x, o)
 
 
-def _manager(num_blocks: int = 40, block_size: int = 4) -> KVCacheManager:
+def _manager(device: torch.device | str = "cpu") -> KVCacheManager:
     layout = KVCacheLayout(num_layers=1, num_kv_heads=HKV, head_dim=HD, dtype=torch.float32)
-    config = KVCacheConfig(num_blocks=num_blocks, block_size=block_size)
-    return KVCacheManager(config, layout, device="cpu")
+    return KVCacheManager(KVCacheConfig(num_blocks=40, block_size=4), layout, device=device)
 
 
 def _held_blocks_match_lengths(model: PagedModel) -> None:
@@ -71,10 +76,13 @@ def _held_blocks_match_lengths(model: PagedModel) -> None:
         assert len(model.cache.block_table(key)) == -(-n // manager.block_size)
 
 
-def test_paged_logits_match_full_forward_through_rollbacks():
-    lm = ToyAttentionLM(0)
-    model = PagedModel(lm.paged, V, _manager())
-    dense = CallableModel(lm.dense, V)
+def test_paged_logits_match_full_forward_through_rollbacks(device):
+    # On CUDA the default backends run (Triton dot products may use TF32: fp16 bound).
+    cuda = device.type == "cuda"
+    lm = ToyAttentionLM(0, device, "auto" if cuda else "reference")
+    model = PagedModel(lm.paged, V, _manager(device))
+    dense = CallableModel(lm.dense, V, device=device)
+    tol_dtype = torch.float16 if cuda else torch.float32
     g = torch.Generator().manual_seed(1)
     rand = lambda n: torch.randint(0, V, (n,), generator=g).tolist()
     rows = [rand(9), rand(3), rand(14)]
@@ -89,7 +97,7 @@ def test_paged_logits_match_full_forward_through_rollbacks():
         ref = dense.logits(rows_now, ns)
         assert out.shape == (3, max(ns), V) and out.dtype == torch.float32
         for b, n in enumerate(ns):
-            assert_close(out[b, :n], ref[b, :n], dtype=torch.float32)
+            assert_close(out[b, :n], ref[b, :n], dtype=tol_dtype)
         _held_blocks_match_lengths(model)
     model.logits([rows[1]], 1, keys=["b"])  # "a" and "c" finished: their blocks are freed
     assert model.manager.allocator.num_used_blocks == 1
