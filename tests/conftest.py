@@ -8,6 +8,13 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests: "ci" (the default) is derandomized, so every run checks the same cases;
+# INFERCORE_HYPOTHESIS_PROFILE=dev explores new random cases each run.
+settings.register_profile("ci", derandomize=True, deadline=None, database=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("INFERCORE_HYPOTHESIS_PROFILE", "ci"))
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -71,6 +71,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "infercore.ops.quant.plugin",
     "infercore.spec.plugin",
     "infercore.ops.sampling.plugin",
+    "infercore.cache.plugin",
+    "infercore.sched.plugin",
 )
 
 

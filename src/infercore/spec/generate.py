@@ -14,6 +14,7 @@ import torch
 from infercore.spec.interface import Proposer, RequestView
 from infercore.spec.models import LogitsModel
 from infercore.spec.policy import KPolicy
+from infercore.spec.sampling import all_greedy, batch_sampling_probs, per_row_sampling
 from infercore.spec.stats import AcceptanceStats
 from infercore.spec.verify import greedy_verify, rejection_sample
 
@@ -36,7 +37,10 @@ def speculative_generate(
     proposer: Proposer | None = None,
     k: int = 4,
     policy: KPolicy | None = None,
-    temperature: float = 0.0,
+    temperature: float | Sequence[float] = 0.0,
+    top_k: int | Sequence[int] = 0,
+    top_p: float | Sequence[float] = 1.0,
+    min_p: float | Sequence[float] = 0.0,
     seed: int = 0,
     stats: AcceptanceStats | None = None,
     backend: str = "auto",
@@ -56,10 +60,14 @@ def speculative_generate(
     policy : KPolicy or None
         Chooses ``k`` per row each step (0 turns speculation off for the row) and is
         updated with every verification.
-    temperature : float
-        0: greedy (verification by :func:`greedy_verify`; the output equals plain greedy
-        decoding). > 0: sampling from ``softmax(logits / temperature)``, verified by
-        :func:`rejection_sample` with per-row seeds from ``seed``.
+    temperature, top_k, top_p, min_p : number, or one per prompt
+        The sampling settings of each row (:class:`~infercore.spec.sampling.SamplingParams`),
+        applied alike to the target and, through the requests handed to the proposer, to
+        the draft. All rows at temperature 0: greedy (verification by
+        :func:`greedy_verify`; the output equals plain greedy decoding). Otherwise the
+        target's :func:`~infercore.ops.sampling.sampling_probs` (one-hot for greedy rows)
+        are verified by :func:`rejection_sample` with per-row seeds from ``seed``: every
+        row's tokens follow its filtered target distribution exactly.
     stats : AcceptanceStats or None
         Updated with every step.
     backend : str
@@ -73,8 +81,8 @@ def speculative_generate(
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    sampling = per_row_sampling(len(prompts), temperature, top_k, top_p, min_p)
+    greedy = all_greedy(sampling)
     for b, p in enumerate(prompts):
         if len(p) == 0:
             raise ValueError(f"prompts[{b}] is empty; every prompt needs at least one token")
@@ -89,7 +97,9 @@ def speculative_generate(
         drafts: list[list[int]] = [[] for _ in ids]
         draft_probs = None
         if proposer is not None and max(ks) > 0:
-            requests = [RequestView(i, t) for i, t in zip(ids, tokens, strict=True)]
+            requests = [
+                RequestView(i, t, sp) for i, t, sp in zip(ids, tokens, sampling, strict=True)
+            ]
             proposal = proposer.propose(requests, ks)
             drafts = proposal.rows()
             draft_probs = proposal.probs
@@ -105,12 +115,12 @@ def speculative_generate(
             [d + [-1] * (width - len(d)) for d in drafts], dtype=torch.int64, device=device
         ).view(len(ids), width)
         n_draft = torch.tensor(num_draft, dtype=torch.int32, device=device)
-        if temperature == 0.0:
+        if greedy:
             out, accepted = greedy_verify(
                 logits.argmax(dim=-1), draft_tokens, num_draft=n_draft, backend=backend
             )
         else:
-            probs = torch.softmax(logits / temperature, dim=-1)
+            probs = batch_sampling_probs(logits, sampling)
             q = None if draft_probs is None else draft_probs[:, :width].to(device)
             seeds = torch.tensor(
                 step_seeds(seed, [len(t) for t in tokens]), dtype=torch.int64, device=device

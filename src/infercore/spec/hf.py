@@ -13,9 +13,9 @@ position, so rows of different lengths share the slot axis:
   fewer drafts than others;
 - a batch whose ``keys`` differ from the previous call's starts a new cache.
 
-The paged-KV path (block tables, slot release through the cache components) replaces
-this adapter in the engine; this one serves the draft-model proposer and bare-loop
-benchmarks in the meantime.
+:class:`infercore.spec.paged.PagedModel` is the paged-KV alternative (block tables, slot
+release through the cache components) for models with a paged forward; this adapter
+serves transformers models as they are, as draft or target.
 """
 
 from __future__ import annotations

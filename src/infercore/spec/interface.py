@@ -8,6 +8,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from infercore.spec.sampling import SamplingParams
+
 __all__ = ["Proposal", "Proposer", "RequestView", "SpecRequest", "per_row_k"]
 
 
@@ -16,7 +18,10 @@ class SpecRequest(Protocol):
     """The view of a request a proposer needs.
 
     ``token_ids`` are the request's tokens so far (prompt then generated), append-only
-    between calls for one ``request_id``: rejected drafts are never part of it.
+    between calls for one ``request_id``: rejected drafts are never part of it. A request
+    may also carry ``sampling`` (:class:`~infercore.spec.sampling.SamplingParams`, or
+    ``None``): proposers that sample apply it to their own logits, as the verifier applies
+    it to the target's.
     """
 
     @property
@@ -28,10 +33,11 @@ class SpecRequest(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RequestView:
-    """A minimal :class:`SpecRequest`: an id and the tokens so far."""
+    """A minimal :class:`SpecRequest`: an id, the tokens so far, the sampling settings."""
 
     request_id: Hashable
     token_ids: Sequence[int]
+    sampling: SamplingParams | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,8 @@ class Proposal:
         continuation) or 0 (nothing to propose: the row decodes plainly).
     probs : Tensor ``[B, K, V]``, float32, or None
         The distributions the drafts were sampled from, when the proposer has them
-        (a draft model sampling with temperature > 0). ``None`` means each draft is
+        (a draft model sampling with temperature > 0: the requests' filtered
+        distributions, see :mod:`infercore.spec.sampling`). ``None`` means each draft is
         deterministic given its context: the verifier treats ``q`` as one-hot.
     """
 
