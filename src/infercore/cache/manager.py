@@ -188,8 +188,14 @@ class KVCacheManager:
         dropped = self._droppable(seq, start)
         num_blocks -= dropped
         cache_start = start - seq.num_dropped_tokens - dropped * bs
-        if seq.shared_tail and cache_start < num_blocks * bs:
-            available -= 1  # the copy of the shared last block
+        if (
+            seq.shared_tail
+            and cache_start < num_blocks * bs
+            and self.allocator.ref_count(seq.block_ids[-1]) > 1
+        ):
+            if available < 1:
+                return 0  # the shared last block cannot be copied, so not written
+            available -= 1
         return (num_blocks + max(available, 0)) * bs - cache_start
 
     def can_allocate(
@@ -270,7 +276,8 @@ class KVCacheManager:
             # Either this step writes into the shared last block, which becomes private
             # first, or it writes past it and never writes there again.
             if cache_start < len(blocks) * bs:
-                self._reserve(1)
+                if self.allocator.ref_count(blocks[-1]) > 1:
+                    self._reserve(1)
                 blocks[-1], copy = self.allocator.make_writable(blocks[-1])
             seq.shared_tail = False
         missing = -(-cache_end // bs) - len(blocks)
@@ -312,7 +319,9 @@ class KVCacheManager:
         allocator = self.allocator
         for i in range(first, full):
             block = blocks[i]
-            node, added = prefix.insert(node, tuple(token_ids[i * bs : (i + 1) * bs]), block)
+            tokens = tuple(token_ids[i * bs : (i + 1) * bs])
+            # Forks of the sequence may share the block: each is a user.
+            node, added = prefix.insert(node, tokens, block, allocator.ref_count(block))
             if added:
                 allocator.fork((block,))  # the cache's own reference
         seq.num_indexed_blocks = full

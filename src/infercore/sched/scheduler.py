@@ -330,10 +330,10 @@ class Scheduler:
         budget = cfg.max_num_batched_tokens
         if self._prefilling:
             self._unstall_prefills(out)
-        preempted_for_memory = len(out.preempted_req_ids)
+        unstalled = len(out.preempted_req_ids)
         if self.policy.preempts_on_arrival and self._num_waiting:
             self._preempt_for_arrivals(out)
-        preempted_for_arrivals = len(out.preempted_req_ids) - preempted_for_memory
+        before_step = len(out.preempted_req_ids)
 
         # Decodes: the hot path, one token each. Preemption only takes requests from the
         # tails of the running lists, so the scheduled decodes are a prefix of the list.
@@ -379,9 +379,11 @@ class Scheduler:
             budget -= n
             i += 1
 
-        # Admission of waiting requests, unless running ones just ran out of blocks; a
-        # request preempted in this step waits for the next one.
-        admit = len(out.preempted_req_ids) == preempted_for_arrivals
+        # Admission of waiting requests, unless running ones ran out of blocks (and were
+        # not preempted to admit a waiting one) and something else runs; a request
+        # preempted in this step waits for the next one.
+        short = len(out.preempted_req_ids) > before_step or 0 < unstalled == before_step
+        admit = not (short and out.requests)
         while admit and budget and self.num_running < cfg.max_num_seqs:
             req = self._peek_waiting()
             if req is None or req.request_id in out.preempted_req_ids:
