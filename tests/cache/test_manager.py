@@ -145,3 +145,10 @@ def test_streaming_keeps_sinks_and_a_recent_window():
         assert len(seq.block_ids) <= 1 + 3
     assert seq.num_dropped_tokens > 0
     assert m.allocator.num_used_blocks == len(seq.block_ids)
+
+
+def test_streaming_pool_must_hold_sinks_and_window():
+    streaming = StreamingConfig(sink_tokens=5, window_tokens=9)  # 2 + 3 + 1 blocks of 4
+    KVCacheManager(KVCacheConfig(num_blocks=6, block_size=4, streaming=streaming))
+    with pytest.raises(ValueError, match="needs at least 6 blocks"):
+        KVCacheManager(KVCacheConfig(num_blocks=5, block_size=4, streaming=streaming))

@@ -216,6 +216,10 @@ def test_fork_shares_blocks_and_copies_on_write():
     assert child.token_ids == parent.token_ids == reference_generation(parent, VOCAB, 10)
     with pytest.raises(ValueError, match="not running"):
         sched.fork("p", "d")
+    sched.add(Request("q", [1, 2], max_tokens=4))
+    sched.schedule()
+    with pytest.raises(RuntimeError, match="call update"):
+        sched.fork("q", "q2")
 
 
 def test_output_views_and_arrays():
@@ -266,9 +270,10 @@ def test_registry_builds_schedulers(policy):
 
 def test_streaming_generates_past_the_cache_with_sinks_and_a_window():
     window = StreamingConfig(sink_tokens=4, window_tokens=8)
-    cache = KVCacheManager(KVCacheConfig(num_blocks=6, block_size=4, streaming=window))
+    # 4 blocks: the sink, two for the window, one being written (dropped ones reused).
+    cache = KVCacheManager(KVCacheConfig(num_blocks=4, block_size=4, streaming=window))
     sched = Scheduler(SchedulerConfig(max_num_batched_tokens=8, max_model_len=16), cache)
-    runner = FakeRunner(6, 4, VOCAB, sink_blocks=cache.sink_blocks)
+    runner = FakeRunner(4, 4, VOCAB, sink_blocks=cache.sink_blocks)
     req = Request("s", [3, 1, 4, 1, 5, 9], max_tokens=200)
     sched.add(req)
     for out in drain(sched, runner):  # the runner checks sinks and window hold the right KV

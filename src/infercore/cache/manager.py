@@ -122,6 +122,15 @@ class KVCacheManager:
         streaming = config.streaming
         self.sink_blocks = -(-streaming.sink_tokens // self.block_size) if streaming else 0
         self.window_tokens = streaming.window_tokens if streaming else None
+        if streaming is not None:
+            # Sinks, the blocks a window can straddle, and the block being written.
+            need = self.sink_blocks + -(-streaming.window_tokens // self.block_size) + 1
+            if num_blocks < need:
+                raise ValueError(
+                    f"streaming with sink_tokens={streaming.sink_tokens} and window_tokens="
+                    f"{streaming.window_tokens} needs at least {need} blocks of "
+                    f"{self.block_size} tokens; the pool has {num_blocks}"
+                )
         self._kv_caches: list[tuple[Any, Any]] | None = None
 
     # -- pool ---------------------------------------------------------------------------------
@@ -166,6 +175,14 @@ class KVCacheManager:
         count = (start - self.window_tokens - oldest) // bs
         return max(0, min(count, len(seq.block_ids) - self.sink_blocks))
 
+    def _num_freed_by_drop(self, seq: SequenceBlocks, dropped: int) -> int:
+        """How many of the blocks a drop releases become available (no other user)."""
+        prefix = self.prefix
+        ref_count = self.allocator.ref_count
+        blocks = seq.block_ids[self.sink_blocks : self.sink_blocks + dropped]
+        cached = [prefix is not None and prefix.is_cached(b) for b in blocks]
+        return sum(1 for b, c in zip(blocks, cached, strict=True) if ref_count(b) - c == 1)
+
     def max_new_tokens(
         self,
         seq: SequenceBlocks,
@@ -186,6 +203,8 @@ class KVCacheManager:
             if self.prefix is not None:
                 available -= self.prefix.count_evictable(hit.block_ids)
         dropped = self._droppable(seq, start)
+        if dropped:
+            available += self._num_freed_by_drop(seq, dropped)
         num_blocks -= dropped
         cache_start = start - seq.num_dropped_tokens - dropped * bs
         if (

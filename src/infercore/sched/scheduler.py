@@ -171,6 +171,8 @@ class Scheduler:
         """Start ``child_id`` as a copy of the running request ``request_id``, sharing its
         blocks copy-on-write (parallel sampling, beam search). The copy continues from the
         same tokens; a copy of the shared last block appears in ``block_copies``."""
+        if self._pending is not None:
+            raise RuntimeError("fork() between schedule() and update(): call update() first")
         parent = self.requests.get(request_id)
         if parent is None or parent.status is not _RUNNING:
             raise ValueError(f"request {request_id!r} is not running; only running ones fork")
