@@ -46,6 +46,10 @@ class PrefixCacheStats:
     evicted_blocks: int = 0
 
     @property
+    def miss_blocks(self) -> int:
+        return self.queried_blocks - self.hit_blocks
+
+    @property
     def hit_rate(self) -> float:
         """Fraction of looked-up blocks found in the cache (0 before any lookup)."""
         return self.hit_blocks / self.queried_blocks if self.queried_blocks else 0.0
