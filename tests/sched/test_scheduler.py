@@ -31,6 +31,7 @@ def make(num_blocks=16, block_size=4, prefix=True, watermark=0.0, **cfg):
             watermark=watermark,
         )
     )
+    cfg.setdefault("max_num_seqs", 8)
     sched = Scheduler(SchedulerConfig(**cfg), cache)
     return sched, FakeRunner(num_blocks, block_size, VOCAB)
 
@@ -63,14 +64,18 @@ def test_add_rejects_impossible_requests_with_reasons():
 
 def test_config_validation():
     with pytest.raises(ConfigError, match="max_num_batched_tokens"):
-        SchedulerConfig(max_num_batched_tokens=8, cache=KVCacheConfig(block_size=16))
+        SchedulerConfig(
+            max_num_seqs=4, max_num_batched_tokens=8, cache=KVCacheConfig(block_size=16)
+        )
     with pytest.raises(ConfigError, match="max_num_seqs"):
         SchedulerConfig(max_num_seqs=0)
+    with pytest.raises(ConfigError, match="max_num_batched_tokens=100 must be >= max_num_seqs"):
+        SchedulerConfig(max_num_seqs=128, max_num_batched_tokens=100)
     with pytest.raises(ConfigError, match="policy"):
         SchedulerConfig(policy="lifo")
     cache = KVCacheManager(KVCacheConfig(num_blocks=4, block_size=16))
     with pytest.raises(ValueError, match="block_size=16"):
-        Scheduler(SchedulerConfig(max_num_batched_tokens=8), cache)
+        Scheduler(SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=8), cache)
 
 
 def test_abort_unknown_is_false_and_abort_frees_blocks():
@@ -272,7 +277,8 @@ def test_streaming_generates_past_the_cache_with_sinks_and_a_window():
     window = StreamingConfig(sink_tokens=4, window_tokens=8)
     # 4 blocks: the sink, two for the window, one being written (dropped ones reused).
     cache = KVCacheManager(KVCacheConfig(num_blocks=4, block_size=4, streaming=window))
-    sched = Scheduler(SchedulerConfig(max_num_batched_tokens=8, max_model_len=16), cache)
+    config = SchedulerConfig(max_num_seqs=2, max_num_batched_tokens=8, max_model_len=16)
+    sched = Scheduler(config, cache)
     runner = FakeRunner(4, 4, VOCAB, sink_blocks=cache.sink_blocks)
     req = Request("s", [3, 1, 4, 1, 5, 9], max_tokens=200)
     sched.add(req)

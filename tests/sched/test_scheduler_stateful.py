@@ -66,7 +66,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         )
         self.config = SchedulerConfig(
             max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=block_size + extra_budget,
+            max_num_batched_tokens=max(block_size, max_num_seqs) + extra_budget,
             max_model_len=max_model_len,
             policy=policy,
         )
