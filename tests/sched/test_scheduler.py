@@ -92,6 +92,19 @@ def test_abort_unknown_is_false_and_abort_frees_blocks():
     assert out.num_requests == 0 and sorted(out.finished_req_ids) == ["a", "b"]
 
 
+def test_aborting_many_waiting_requests_keeps_the_queue_small():
+    sched, runner = make(num_blocks=64)
+    for i in range(300):
+        sched.add(Request(f"w{i}", [i % 7 + 1], max_tokens=2, priority=i % 3))
+    for i in range(300):
+        if i % 3:
+            assert sched.abort(f"w{i}")
+    assert sched.num_waiting == 100 and len(sched._waiting) <= 2 * 100 + 64
+    outs = drain(sched, runner)
+    scheduled = {r.request_id for out in outs for r in out.requests}
+    assert scheduled == {f"w{i}" for i in range(0, 300, 3)}
+
+
 def test_abort_between_schedule_and_update():
     sched, runner = make()
     sched.add(Request("a", [1, 2, 3], max_tokens=5))

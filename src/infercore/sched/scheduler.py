@@ -164,6 +164,9 @@ class Scheduler:
         else:
             self._num_waiting -= 1  # its heap entry is skipped when reached
         req.transition(RequestStatus.ABORTED)
+        if len(self._waiting) > 2 * self._num_waiting + 64:  # drop stale entries
+            self._waiting = [e for e in self._waiting if not e[1].is_finished]
+            heapq.heapify(self._waiting)
         self._finished_since_step.append(request_id)
         return True
 
