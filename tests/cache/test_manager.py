@@ -145,3 +145,33 @@ def test_streaming_keeps_sinks_and_a_recent_window():
         assert len(seq.block_ids) <= 1 + 3
     assert seq.num_dropped_tokens > 0
     assert m.allocator.num_used_blocks == len(seq.block_ids)
+
+
+def test_streaming_pool_must_hold_sinks_and_window():
+    streaming = StreamingConfig(sink_tokens=5, window_tokens=9)  # 2 + 3 + 1 blocks of 4
+    KVCacheManager(KVCacheConfig(num_blocks=6, block_size=4, streaming=streaming))
+    with pytest.raises(ValueError, match="needs at least 6 blocks"):
+        KVCacheManager(KVCacheConfig(num_blocks=5, block_size=4, streaming=streaming))
+
+
+@pytest.mark.cuda
+def test_cuda_pool_is_sized_from_free_memory_and_allocated():
+    layout = KVCacheLayout(num_layers=2, num_kv_heads=8, head_dim=128, dtype=torch.bfloat16)
+    torch.cuda.init()
+    free = torch.cuda.mem_get_info()[0]
+    config = KVCacheConfig(block_size=16, gpu_memory_utilization=0.02)
+    m = KVCacheManager(config, layout, device="cuda")
+    expected = int(0.02 * free) // layout.bytes_per_block(16)
+    assert m.num_blocks == pytest.approx(expected, rel=0.02)
+    before = torch.cuda.memory_allocated()
+    caches = m.kv_caches
+    grown = torch.cuda.memory_allocated() - before
+    assert grown >= m.num_blocks * layout.bytes_per_block(16)
+    for k, v in caches:
+        assert k.is_cuda and k.shape == v.shape == (m.num_blocks, 16, 8, 128)
+        assert k.dtype == torch.bfloat16
+    k0, v0 = caches[0]
+    k0[3].normal_()
+    v0[3].normal_()
+    m.copy_blocks([(3, 7)])
+    assert torch.equal(k0[7], k0[3]) and torch.equal(v0[7], v0[3])

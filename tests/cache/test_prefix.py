@@ -127,6 +127,7 @@ def test_shared_prefix_workload_hits(backend):
     stats = m.prefix.stats
     assert stats.queries == 6 and stats.hit_blocks == 5 * 4
     assert stats.hit_rate == pytest.approx(20 / stats.queried_blocks)
+    assert stats.miss_blocks == stats.queried_blocks - 20 > 0
     shared = seqs[0].block_ids[0]
     assert m.allocator.ref_count(shared) == 6 + 1  # six sequences and the cache
 

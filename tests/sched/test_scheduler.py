@@ -31,6 +31,7 @@ def make(num_blocks=16, block_size=4, prefix=True, watermark=0.0, **cfg):
             watermark=watermark,
         )
     )
+    cfg.setdefault("max_num_seqs", 8)
     sched = Scheduler(SchedulerConfig(**cfg), cache)
     return sched, FakeRunner(num_blocks, block_size, VOCAB)
 
@@ -63,14 +64,18 @@ def test_add_rejects_impossible_requests_with_reasons():
 
 def test_config_validation():
     with pytest.raises(ConfigError, match="max_num_batched_tokens"):
-        SchedulerConfig(max_num_batched_tokens=8, cache=KVCacheConfig(block_size=16))
+        SchedulerConfig(
+            max_num_seqs=4, max_num_batched_tokens=8, cache=KVCacheConfig(block_size=16)
+        )
     with pytest.raises(ConfigError, match="max_num_seqs"):
         SchedulerConfig(max_num_seqs=0)
+    with pytest.raises(ConfigError, match="max_num_batched_tokens=100 must be >= max_num_seqs"):
+        SchedulerConfig(max_num_seqs=128, max_num_batched_tokens=100)
     with pytest.raises(ConfigError, match="policy"):
         SchedulerConfig(policy="lifo")
     cache = KVCacheManager(KVCacheConfig(num_blocks=4, block_size=16))
     with pytest.raises(ValueError, match="block_size=16"):
-        Scheduler(SchedulerConfig(max_num_batched_tokens=8), cache)
+        Scheduler(SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=8), cache)
 
 
 def test_abort_unknown_is_false_and_abort_frees_blocks():
@@ -85,6 +90,19 @@ def test_abort_unknown_is_false_and_abort_frees_blocks():
     assert sched.abort("b") is True
     out = sched.schedule()
     assert out.num_requests == 0 and sorted(out.finished_req_ids) == ["a", "b"]
+
+
+def test_aborting_many_waiting_requests_keeps_the_queue_small():
+    sched, runner = make(num_blocks=64)
+    for i in range(300):
+        sched.add(Request(f"w{i}", [i % 7 + 1], max_tokens=2, priority=i % 3))
+    for i in range(300):
+        if i % 3:
+            assert sched.abort(f"w{i}")
+    assert sched.num_waiting == 100 and len(sched._waiting) <= 2 * 100 + 64
+    outs = drain(sched, runner)
+    scheduled = {r.request_id for out in outs for r in out.requests}
+    assert scheduled == {f"w{i}" for i in range(0, 300, 3)}
 
 
 def test_abort_between_schedule_and_update():
@@ -216,6 +234,10 @@ def test_fork_shares_blocks_and_copies_on_write():
     assert child.token_ids == parent.token_ids == reference_generation(parent, VOCAB, 10)
     with pytest.raises(ValueError, match="not running"):
         sched.fork("p", "d")
+    sched.add(Request("q", [1, 2], max_tokens=4))
+    sched.schedule()
+    with pytest.raises(RuntimeError, match="call update"):
+        sched.fork("q", "q2")
 
 
 def test_output_views_and_arrays():
@@ -266,9 +288,11 @@ def test_registry_builds_schedulers(policy):
 
 def test_streaming_generates_past_the_cache_with_sinks_and_a_window():
     window = StreamingConfig(sink_tokens=4, window_tokens=8)
-    cache = KVCacheManager(KVCacheConfig(num_blocks=6, block_size=4, streaming=window))
-    sched = Scheduler(SchedulerConfig(max_num_batched_tokens=8, max_model_len=16), cache)
-    runner = FakeRunner(6, 4, VOCAB, sink_blocks=cache.sink_blocks)
+    # 4 blocks: the sink, two for the window, one being written (dropped ones reused).
+    cache = KVCacheManager(KVCacheConfig(num_blocks=4, block_size=4, streaming=window))
+    config = SchedulerConfig(max_num_seqs=2, max_num_batched_tokens=8, max_model_len=16)
+    sched = Scheduler(config, cache)
+    runner = FakeRunner(4, 4, VOCAB, sink_blocks=cache.sink_blocks)
     req = Request("s", [3, 1, 4, 1, 5, 9], max_tokens=200)
     sched.add(req)
     for out in drain(sched, runner):  # the runner checks sinks and window hold the right KV

@@ -21,7 +21,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from infercore.cache import KVCacheConfig, KVCacheManager
+from infercore.cache import KVCacheConfig, KVCacheManager, StreamingConfig
 from infercore.sched import Request, RequestStatus, Scheduler, SchedulerConfig
 from tests.sched.fake_model import FakeRunner, reference_generation
 
@@ -39,6 +39,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         policy=st.sampled_from(["fcfs", "priority"]),
         prefix_caching=st.booleans(),
         watermark=st.sampled_from([0.0, 0.2]),
+        streaming=st.booleans(),
     )
     def setup(
         self,
@@ -50,24 +51,28 @@ class SchedulerMachine(RuleBasedStateMachine):
         policy,
         prefix_caching,
         watermark,
+        streaming,
     ):
+        # StreamingLLM: one sink block and a two-block window (needs 4 blocks).
+        window = StreamingConfig(sink_tokens=block_size, window_tokens=2 * block_size)
         cache = KVCacheManager(
             KVCacheConfig(
                 num_blocks=num_blocks,
                 block_size=block_size,
                 enable_prefix_caching=prefix_caching,
                 watermark=watermark,
+                streaming=window if streaming and num_blocks >= 4 else None,
             )
         )
         self.config = SchedulerConfig(
             max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=block_size + extra_budget,
+            max_num_batched_tokens=max(block_size, max_num_seqs) + extra_budget,
             max_model_len=max_model_len,
             policy=policy,
         )
         self.sched = Scheduler(self.config, cache)
         self.cache = cache
-        self.runner = FakeRunner(num_blocks, block_size, VOCAB)
+        self.runner = FakeRunner(num_blocks, block_size, VOCAB, cache.sink_blocks)
         self.admitted: dict[str, Request] = {}
         self.counter = 0
 
@@ -89,7 +94,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.counter += 1
         req = Request(rid, prompt, max_tokens=max_tokens, stop_token_ids=stop, priority=priority)
         bs, nb = self.cache.block_size, self.cache.num_blocks
-        too_long = len(prompt) > self.config.max_model_len or len(prompt) > nb * bs
+        too_long = len(prompt) > self.config.max_model_len
+        too_long |= not self.cache.streaming and len(prompt) > nb * bs
         try:
             self.sched.add(req)
         except ValueError as err:
@@ -161,7 +167,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             if req.status is not RequestStatus.RUNNING:
                 assert not blocks, f"{req.request_id} is {req.status.value} but holds blocks"
                 continue
-            assert len(blocks) * self.cache.block_size >= req.num_computed_tokens
+            cached_tokens = len(blocks) * self.cache.block_size + req.blocks.num_dropped_tokens
+            assert cached_tokens >= req.num_computed_tokens
             holders.update(blocks)
             users.update(blocks)
         used = 0
@@ -183,8 +190,11 @@ class SchedulerMachine(RuleBasedStateMachine):
         bs, prefix = self.cache.block_size, self.cache.prefix
         for req in self.sched.running:
             for i, b in enumerate(req.blocks.block_ids):
+                start = i * bs
+                if i >= self.cache.sink_blocks:
+                    start += req.blocks.num_dropped_tokens
                 if prefix.is_cached(b):
-                    assert prefix.tokens_of(b) == tuple(req.token_ids[i * bs : (i + 1) * bs])
+                    assert prefix.tokens_of(b) == tuple(req.token_ids[start : start + bs])
 
     def teardown(self):
         if not hasattr(self, "sched"):
@@ -203,5 +213,5 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert prefix.num_evictable_blocks == cached
 
 
-SchedulerMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40)
+SchedulerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=50)
 TestScheduler = SchedulerMachine.TestCase

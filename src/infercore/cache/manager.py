@@ -122,6 +122,15 @@ class KVCacheManager:
         streaming = config.streaming
         self.sink_blocks = -(-streaming.sink_tokens // self.block_size) if streaming else 0
         self.window_tokens = streaming.window_tokens if streaming else None
+        if streaming is not None:
+            # Sinks, the blocks a window can straddle, and the block being written.
+            need = self.sink_blocks + -(-streaming.window_tokens // self.block_size) + 1
+            if num_blocks < need:
+                raise ValueError(
+                    f"streaming with sink_tokens={streaming.sink_tokens} and window_tokens="
+                    f"{streaming.window_tokens} needs at least {need} blocks of "
+                    f"{self.block_size} tokens; the pool has {num_blocks}"
+                )
         self._kv_caches: list[tuple[Any, Any]] | None = None
 
     # -- pool ---------------------------------------------------------------------------------
@@ -166,6 +175,14 @@ class KVCacheManager:
         count = (start - self.window_tokens - oldest) // bs
         return max(0, min(count, len(seq.block_ids) - self.sink_blocks))
 
+    def _num_freed_by_drop(self, seq: SequenceBlocks, dropped: int) -> int:
+        """How many of the blocks a drop releases become available (no other user)."""
+        prefix = self.prefix
+        ref_count = self.allocator.ref_count
+        blocks = seq.block_ids[self.sink_blocks : self.sink_blocks + dropped]
+        cached = [prefix is not None and prefix.is_cached(b) for b in blocks]
+        return sum(1 for b, c in zip(blocks, cached, strict=True) if ref_count(b) - c == 1)
+
     def max_new_tokens(
         self,
         seq: SequenceBlocks,
@@ -186,10 +203,18 @@ class KVCacheManager:
             if self.prefix is not None:
                 available -= self.prefix.count_evictable(hit.block_ids)
         dropped = self._droppable(seq, start)
+        if dropped:
+            available += self._num_freed_by_drop(seq, dropped)
         num_blocks -= dropped
         cache_start = start - seq.num_dropped_tokens - dropped * bs
-        if seq.shared_tail and cache_start < num_blocks * bs:
-            available -= 1  # the copy of the shared last block
+        if (
+            seq.shared_tail
+            and cache_start < num_blocks * bs
+            and self.allocator.ref_count(seq.block_ids[-1]) > 1
+        ):
+            if available < 1:
+                return 0  # the shared last block cannot be copied, so not written
+            available -= 1
         return (num_blocks + max(available, 0)) * bs - cache_start
 
     def can_allocate(
@@ -270,8 +295,9 @@ class KVCacheManager:
             # Either this step writes into the shared last block, which becomes private
             # first, or it writes past it and never writes there again.
             if cache_start < len(blocks) * bs:
-                self._reserve(1)
                 shared = blocks[-1]
+                if self.allocator.ref_count(shared) > 1:
+                    self._reserve(1)
                 blocks[-1], copy = self.allocator.make_writable(shared)
                 if copy is not None and self.prefix is not None:
                     self.prefix.release((shared,))  # a cached block this sequence left
@@ -315,7 +341,9 @@ class KVCacheManager:
         allocator = self.allocator
         for i in range(first, full):
             block = blocks[i]
-            node, added = prefix.insert(node, tuple(token_ids[i * bs : (i + 1) * bs]), block)
+            tokens = tuple(token_ids[i * bs : (i + 1) * bs])
+            # Forks of the sequence may share the block: each is a user.
+            node, added = prefix.insert(node, tokens, block, allocator.ref_count(block))
             if added:
                 allocator.fork((block,))  # the cache's own reference
         seq.num_indexed_blocks = full

@@ -46,6 +46,10 @@ class PrefixCacheStats:
     evicted_blocks: int = 0
 
     @property
+    def miss_blocks(self) -> int:
+        return self.queried_blocks - self.hit_blocks
+
+    @property
     def hit_rate(self) -> float:
         """Fraction of looked-up blocks found in the cache (0 before any lookup)."""
         return self.hit_blocks / self.queried_blocks if self.queried_blocks else 0.0
@@ -118,29 +122,43 @@ class HashPrefixCache:
         evictable = self._evictable
         return sum(1 for b in block_ids if b in evictable)
 
-    def insert(self, parent: int, tokens: tuple[int, ...], block_id: int) -> tuple[int, bool]:
+    def insert(
+        self, parent: int, tokens: tuple[int, ...], block_id: int, num_users: int = 1
+    ) -> tuple[int, bool]:
         """Index ``block_id`` as holding ``tokens`` after the prefix of node ``parent``.
 
-        The calling sequence counts as its first user. Returns ``(node, True)`` for a new
-        entry, or ``(node, False)`` when the same content is already cached under another
-        block (``block_id`` then stays private to its sequence, and the chain continues
-        from the existing node).
+        ``num_users`` sequences hold the block now (the caller, and forks sharing it).
+        Returns ``(node, True)`` for a new entry, or ``(node, False)`` when the same
+        content is already cached (``block_id`` then stays private to its sequences, and
+        the chain continues from the existing node).
         """
         if len(tokens) != self.block_size:
             raise ValueError(
                 f"a cached block holds block_size={self.block_size} tokens, got {len(tokens)}"
             )
         key = (parent, tokens)
-        hit = self._index.get(key)
+        index = self._index
+        hit = index.get(key)
         if hit is not None:
             return hit[0], False
-        if block_id in self._key_of:
-            raise ValueError(f"block {block_id} is already cached with other content")
+        old = self._key_of.get(block_id)
+        if old is not None:
+            # The block is cached under another node for the same tokens: one whose chain
+            # went through a duplicate block since evicted, so it is unreachable. Move the
+            # block (and, through its node id, its descendants) under the live chain.
+            if old[1] != tokens:
+                raise ValueError(f"block {block_id} is already cached with other tokens")
+            entry = index.pop(old)
+            index[key] = entry
+            self._key_of[block_id] = key
+            return entry[0], False
         node = self._next_node
         self._next_node = node + 1
         self._index[key] = (node, block_id)
         self._key_of[block_id] = key
-        self._users[block_id] = 1
+        self._users[block_id] = num_users
+        if not num_users:
+            self._evictable[block_id] = None
         return node, True
 
     def acquire(self, block_ids: Iterable[int]) -> None:

@@ -76,8 +76,11 @@ class PrefixCacheProtocol(Protocol):
 
     def count_evictable(self, block_ids: Iterable[int]) -> int: ...
 
-    def insert(self, parent: int, tokens: tuple[int, ...], block_id: int) -> tuple[int, bool]:
-        """Index a full block after the prefix of node ``parent``; ``(node, added)``."""
+    def insert(
+        self, parent: int, tokens: tuple[int, ...], block_id: int, num_users: int = 1
+    ) -> tuple[int, bool]:
+        """Index a full block held by ``num_users`` sequences after the prefix of node
+        ``parent``; ``(node, added)``."""
         ...
 
     def acquire(self, block_ids: Iterable[int]) -> None:

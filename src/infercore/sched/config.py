@@ -21,6 +21,8 @@ class SchedulerConfig(Config):
         Most requests running (holding blocks) at once; a step schedules at most these.
     max_num_batched_tokens : int
         Token budget of one step: decodes take one token each, prefill chunks the rest.
+        At least ``max_num_seqs`` (every running request decodes in every step) and at
+        least the cache's block size.
     max_model_len : int
         Longest sequence the model takes: longer prompts are rejected, generation stops
         at this length.
@@ -38,7 +40,13 @@ class SchedulerConfig(Config):
     cache: KVCacheConfig | None = None
 
     @pydantic.model_validator(mode="after")
-    def _budget_holds_a_block(self) -> Self:
+    def _budget_fits(self) -> Self:
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_num_batched_tokens={self.max_num_batched_tokens} must be >= "
+                f"max_num_seqs={self.max_num_seqs}, so that every running request decodes "
+                "in every step"
+            )
         if self.cache is not None and self.max_num_batched_tokens < self.cache.block_size:
             raise ValueError(
                 f"max_num_batched_tokens={self.max_num_batched_tokens} must be >= "

@@ -164,6 +164,9 @@ class Scheduler:
         else:
             self._num_waiting -= 1  # its heap entry is skipped when reached
         req.transition(RequestStatus.ABORTED)
+        if len(self._waiting) > 2 * self._num_waiting + 64:  # drop stale entries
+            self._waiting = [e for e in self._waiting if not e[1].is_finished]
+            heapq.heapify(self._waiting)
         self._finished_since_step.append(request_id)
         return True
 
@@ -171,6 +174,8 @@ class Scheduler:
         """Start ``child_id`` as a copy of the running request ``request_id``, sharing its
         blocks copy-on-write (parallel sampling, beam search). The copy continues from the
         same tokens; a copy of the shared last block appears in ``block_copies``."""
+        if self._pending is not None:
+            raise RuntimeError("fork() between schedule() and update(): call update() first")
         parent = self.requests.get(request_id)
         if parent is None or parent.status is not _RUNNING:
             raise ValueError(f"request {request_id!r} is not running; only running ones fork")
@@ -330,10 +335,10 @@ class Scheduler:
         budget = cfg.max_num_batched_tokens
         if self._prefilling:
             self._unstall_prefills(out)
-        preempted_for_memory = len(out.preempted_req_ids)
+        unstalled = len(out.preempted_req_ids)
         if self.policy.preempts_on_arrival and self._num_waiting:
             self._preempt_for_arrivals(out)
-        preempted_for_arrivals = len(out.preempted_req_ids) - preempted_for_memory
+        before_step = len(out.preempted_req_ids)
 
         # Decodes: the hot path, one token each. Preemption only takes requests from the
         # tails of the running lists, so the scheduled decodes are a prefix of the list.
@@ -379,9 +384,11 @@ class Scheduler:
             budget -= n
             i += 1
 
-        # Admission of waiting requests, unless running ones just ran out of blocks; a
-        # request preempted in this step waits for the next one.
-        admit = len(out.preempted_req_ids) == preempted_for_arrivals
+        # Admission of waiting requests, unless running ones ran out of blocks (and were
+        # not preempted to admit a waiting one) and something else runs; a request
+        # preempted in this step waits for the next one.
+        short = len(out.preempted_req_ids) > before_step or 0 < unstalled == before_step
+        admit = not (short and out.requests)
         while admit and budget and self.num_running < cfg.max_num_seqs:
             req = self._peek_waiting()
             if req is None or req.request_id in out.preempted_req_ids:

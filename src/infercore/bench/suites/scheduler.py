@@ -116,7 +116,7 @@ def cases(device: torch.device, quick: bool) -> Iterator[Case]:
         on = decoding_scheduler(n, prefix=True)
         off = decoding_scheduler(n, prefix=False)
         yield Case(
-            f"decode step, {n} running",
+            f"decode, {n} running",
             {"infercore": lambda s=on: _step(s), "prefix caching off": lambda s=off: _step(s)},
             peer="prefix caching off",
             check=lambda s=on: check_step(s),
@@ -132,7 +132,7 @@ def cases(device: torch.device, quick: bool) -> Iterator[Case]:
             raise AssertionError("token budget exceeded")
 
     yield Case(
-        "mixed step, ~256 decodes + 512-token prompts",
+        "mixed, ~256 decodes + two 512-token prompts",
         {"infercore": mixed_on, "prefix caching off": mixed_off},
         peer="prefix caching off",
         check=check_mixed,
@@ -147,7 +147,7 @@ def cases(device: torch.device, quick: bool) -> Iterator[Case]:
             raise AssertionError("allocate/free cycle leaked blocks")
 
     yield Case(
-        f"allocator, {n} allocate(1) + free",
+        f"allocator, {n} allocate(1) then one free of all",
         {
             "infercore": lambda: allocator_cycle(allocator, n),
             "python free list": lambda: free_list_cycle(free, n),
