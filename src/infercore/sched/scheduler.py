@@ -54,11 +54,14 @@ class Scheduler:
 
     Examples
     --------
-    >>> sched = Scheduler(SchedulerConfig(), KVCacheManager(KVCacheConfig(num_blocks=64)))
-    >>> sched.add(Request("a", [1, 2, 3], max_tokens=4))
-    >>> while sched.has_unfinished_requests:
-    ...     out = sched.schedule()
-    ...     sched.update(out, model(out))  # one sampled token per scheduled request
+    A host loop, with ``run_model`` returning one sampled token per scheduled request::
+
+        sched = Scheduler(SchedulerConfig(), KVCacheManager(KVCacheConfig(num_blocks=64)))
+        sched.add(Request("a", [1, 2, 3], max_tokens=4))
+        while sched.has_unfinished_requests:
+            out = sched.schedule()
+            sched.cache.copy_blocks(out.block_copies)
+            sched.update(out, run_model(out.to_arrays()))
     """
 
     def __init__(
