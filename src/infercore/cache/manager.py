@@ -339,14 +339,16 @@ class KVCacheManager:
             return
         node = seq.prefix_node
         blocks = seq.block_ids
-        allocator = self.allocator
+        ref_count = self.allocator.ref_count
+        added = []
         for i in range(first, full):
             block = blocks[i]
             tokens = tuple(token_ids[i * bs : (i + 1) * bs])
             # Forks of the sequence may share the block: each is a user.
-            node, added = prefix.insert(node, tokens, block, allocator.ref_count(block))
-            if added:
-                allocator.fork((block,))  # the cache's own reference
+            node, new = prefix.insert(node, tokens, block, ref_count(block))
+            if new:
+                added.append(block)
+        self.allocator.fork(added)  # the cache's own references
         seq.num_indexed_blocks = full
         seq.prefix_node = node
 
