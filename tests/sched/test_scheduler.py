@@ -99,7 +99,7 @@ def test_aborting_many_waiting_requests_keeps_the_queue_small():
     for i in range(300):
         if i % 3:
             assert sched.abort(f"w{i}")
-    assert sched.num_waiting == 100 and len(sched._waiting) <= 2 * 100 + 64
+    assert sched.num_waiting == 100 and sched._waiting.num_entries <= 2 * 100 + 64
     outs = drain(sched, runner)
     scheduled = {r.request_id for out in outs for r in out.requests}
     assert scheduled == {f"w{i}" for i in range(0, 300, 3)}

@@ -213,5 +213,5 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert prefix.num_evictable_blocks == cached
 
 
-SchedulerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=50)
+SchedulerMachine.TestCase.settings = settings(max_examples=500, stateful_step_count=50)
 TestScheduler = SchedulerMachine.TestCase

@@ -81,12 +81,16 @@ class BlockAllocator:
             raise NoFreeBlocksError(
                 f"asked for {num_blocks} blocks, {len(free)} of {self.num_blocks} are free"
             )
+        ref = self._ref
+        if num_blocks == 1:  # the common case: a decode entering a new block
+            b = free.pop()
+            ref[b] = 1
+            return [b]
         if num_blocks <= 0:
             return []
         blocks = free[-num_blocks:]
         del free[-num_blocks:]
         blocks.reverse()
-        ref = self._ref
         for b in blocks:
             ref[b] = 1
         return blocks

@@ -158,13 +158,17 @@ class KVCacheManager:
         """Cached blocks for the start of a new sequence of ``token_ids``.
 
         At most ``(len(token_ids) - 1) // block_size`` blocks: the last token is always
-        computed (it yields the next token). ``None`` when prefix caching is off. The
-        blocks are taken, and the lookup counted in the statistics, by :meth:`allocate`
-        with ``hit=``.
+        computed (it yields the next token); with the streaming policy, at most the sink
+        and window blocks (no hit block is dropped at once). ``None`` when prefix caching
+        is off. The blocks are taken, and the lookup counted in the statistics, by
+        :meth:`allocate` with ``hit=``.
         """
         if self.prefix is None:
             return None
-        return self.prefix.match(token_ids, (len(token_ids) - 1) // self.block_size)
+        max_blocks = (len(token_ids) - 1) // self.block_size
+        if self.window_tokens is not None:
+            max_blocks = min(max_blocks, self.sink_blocks + self.window_tokens // self.block_size)
+        return self.prefix.match(token_ids, max_blocks)
 
     def _droppable(self, seq: SequenceBlocks, start: int) -> int:
         """Blocks the streaming policy drops before writing from position ``start``."""
@@ -338,14 +342,16 @@ class KVCacheManager:
             return
         node = seq.prefix_node
         blocks = seq.block_ids
-        allocator = self.allocator
+        ref_count = self.allocator.ref_count
+        added = []
         for i in range(first, full):
             block = blocks[i]
             tokens = tuple(token_ids[i * bs : (i + 1) * bs])
             # Forks of the sequence may share the block: each is a user.
-            node, added = prefix.insert(node, tokens, block, allocator.ref_count(block))
-            if added:
-                allocator.fork((block,))  # the cache's own reference
+            node, new = prefix.insert(node, tokens, block, ref_count(block))
+            if new:
+                added.append(block)
+        self.allocator.fork(added)  # the cache's own references
         seq.num_indexed_blocks = full
         seq.prefix_node = node
 

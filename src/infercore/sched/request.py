@@ -79,6 +79,10 @@ class Request:
         Leading tokens whose KV is in the cache (or scheduled into it this step).
     status, finish_reason, num_preemptions
         State, the reason it ended, and how often it was preempted.
+    blocks : SequenceBlocks or None
+        Its blocks in the KV cache (set by the scheduler).
+    arrival, sort_key
+        Arrival order and policy rank in its scheduler (smaller keys go first).
     """
 
     __slots__ = (

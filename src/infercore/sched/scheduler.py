@@ -21,7 +21,6 @@ prompt and generated tokens as one prompt, then continues where it stopped.
 from __future__ import annotations
 
 import bisect
-import heapq
 import itertools
 from collections.abc import Sequence
 
@@ -31,6 +30,7 @@ from infercore.cache.prefix import PrefixMatch
 from infercore.sched.config import SchedulerConfig
 from infercore.sched.output import SchedulerOutput
 from infercore.sched.policy import SchedulingPolicy, policy_for
+from infercore.sched.queue import WaitingQueue
 from infercore.sched.request import FinishReason, Request, RequestStatus
 
 __all__ = ["Scheduler"]
@@ -54,11 +54,14 @@ class Scheduler:
 
     Examples
     --------
-    >>> sched = Scheduler(SchedulerConfig(), KVCacheManager(KVCacheConfig(num_blocks=64)))
-    >>> sched.add(Request("a", [1, 2, 3], max_tokens=4))
-    >>> while sched.has_unfinished_requests:
-    ...     out = sched.schedule()
-    ...     sched.update(out, model(out))  # one sampled token per scheduled request
+    A host loop, with ``run_model`` returning one sampled token per scheduled request::
+
+        sched = Scheduler(SchedulerConfig(), KVCacheManager(KVCacheConfig(num_blocks=64)))
+        sched.add(Request("a", [1, 2, 3], max_tokens=4))
+        while sched.has_unfinished_requests:
+            out = sched.schedule()
+            sched.cache.copy_blocks(out.block_copies)
+            sched.update(out, run_model(out.to_arrays()))
     """
 
     def __init__(
@@ -84,8 +87,7 @@ class Scheduler:
         self.cache = cache
         self.policy = policy if policy is not None else policy_for(config.policy)
         self.requests: dict[str, Request] = {}
-        self._waiting: list[tuple[tuple[int, ...], Request]] = []
-        self._num_waiting = 0
+        self._waiting = WaitingQueue()
         self._decoding: list[Request] = []
         self._prefilling: list[Request] = []
         self._arrivals = 0
@@ -99,7 +101,7 @@ class Scheduler:
     @property
     def num_waiting(self) -> int:
         """Requests waiting to run, preempted ones included."""
-        return self._num_waiting
+        return len(self._waiting)
 
     @property
     def num_running(self) -> int:
@@ -151,22 +153,20 @@ class Scheduler:
         request.sort_key = self.policy.key(request)
         request.blocks = self.cache.new_sequence()
         self.requests[rid] = request
-        self._push_waiting(request)
+        self._waiting.push(request)
 
     def abort(self, request_id: str) -> bool:
         """Abort a live request and free its blocks; ``False`` when the id is unknown."""
         req = self.requests.pop(request_id, None)
         if req is None:
             return False
-        if req.status is _RUNNING:
+        was_running = req.status is _RUNNING
+        if was_running:
             self.cache.free(req.blocks)
             self._running_list(req).remove(req)
-        else:
-            self._num_waiting -= 1  # its heap entry is skipped when reached
         req.transition(RequestStatus.ABORTED)
-        if len(self._waiting) > 2 * self._num_waiting + 64:  # drop stale entries
-            self._waiting = [e for e in self._waiting if not e[1].is_finished]
-            heapq.heapify(self._waiting)
+        if not was_running:
+            self._waiting.discard(req)
         self._finished_since_step.append(request_id)
         return True
 
@@ -206,20 +206,6 @@ class Scheduler:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _push_waiting(self, req: Request) -> None:
-        heapq.heappush(self._waiting, (req.sort_key, req))
-        self._num_waiting += 1
-
-    def _peek_waiting(self) -> Request | None:
-        """The first live waiting request (dropping entries of aborted ones)."""
-        heap = self._waiting
-        while heap:
-            req = heap[0][1]
-            if req.status is RequestStatus.WAITING or req.status is RequestStatus.PREEMPTED:
-                return req
-            heapq.heappop(heap)
-        return None
-
     def _running_list(self, req: Request) -> list[Request]:
         """The list holding the running request ``req`` (prefilling ones are few)."""
         return self._prefilling if req in self._prefilling else self._decoding
@@ -242,7 +228,7 @@ class Scheduler:
         req.num_computed_tokens = 0
         req.num_preemptions += 1
         req.transition(RequestStatus.PREEMPTED)
-        self._push_waiting(req)
+        self._waiting.push(req)
         out.preempted_req_ids.append(req.request_id)
 
     def _release(self, req: Request) -> None:
@@ -305,7 +291,7 @@ class Scheduler:
         ones ranked below it until it fits."""
         cfg = self.config
         while True:
-            head = self._peek_waiting()
+            head = self._waiting.peek()
             lowest = self._lowest_running()
             if head is None or lowest is None or not head.sort_key < lowest.sort_key:
                 return
@@ -336,7 +322,7 @@ class Scheduler:
         if self._prefilling:
             self._unstall_prefills(out)
         unstalled = len(out.preempted_req_ids)
-        if self.policy.preempts_on_arrival and self._num_waiting:
+        if self.policy.preempts_on_arrival and self._waiting:
             self._preempt_for_arrivals(out)
         before_step = len(out.preempted_req_ids)
 
@@ -390,14 +376,13 @@ class Scheduler:
         short = len(out.preempted_req_ids) > before_step or 0 < unstalled == before_step
         admit = not (short and out.requests)
         while admit and budget and self.num_running < cfg.max_num_seqs:
-            req = self._peek_waiting()
+            req = self._waiting.peek()
             if req is None or req.request_id in out.preempted_req_ids:
                 break
             start, fit, hit = self._admission_fit(req)
             if fit <= 0:
                 break
-            heapq.heappop(self._waiting)
-            self._num_waiting -= 1
+            self._waiting.pop()
             n = min(req.num_tokens - start, budget, fit)
             copy = cache.allocate(req.blocks, start, start + n, hit=hit)
             assert copy is None, "a new sequence shares no partial block"

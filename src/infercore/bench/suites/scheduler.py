@@ -45,14 +45,21 @@ def _fake_tokens(out: SchedulerOutput) -> list[int]:
 def _step(sched: Scheduler) -> SchedulerOutput:
     out = sched.schedule()
     sched.update(out, _fake_tokens(out))
+    if out.preempted_req_ids:
+        raise RuntimeError("the benchmark's pool ran out of blocks: timings would mix in recompute")
     return out
 
 
+#: Decode steps a decoding benchmark has blocks for (timing loops stop at 10,000 calls).
+MAX_DECODE_STEPS = 12_000
+
+
 def decoding_scheduler(num_requests: int, prefix: bool, seed: int = 0) -> Scheduler:
-    """A scheduler whose ``num_requests`` requests have finished prefill and decode."""
+    """A scheduler whose ``num_requests`` requests have finished prefill and decode, with
+    blocks for ``MAX_DECODE_STEPS`` more tokens each."""
     rng = random.Random(seed)
-    # Room for ~4000 more tokens per request: benchmarks never run out of blocks.
-    sched = _scheduler(num_requests, num_requests * 300, prefix, budget=8192)
+    blocks_per_request = (len(SYSTEM_PROMPT) + 160 + MAX_DECODE_STEPS) // BLOCK_SIZE + 2
+    sched = _scheduler(num_requests, num_requests * blocks_per_request, prefix, budget=8192)
     for i in range(num_requests):
         unique = [rng.randrange(32000) for _ in range(rng.randrange(16, 160))]
         sched.add(Request(f"d{i}", SYSTEM_PROMPT + unique, max_tokens=1 << 20))
