@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 
 __all__ = ["KVCacheManager", "SequenceBlocks"]
 
+#: Prefix-cache blocks evicted at once when the free list runs dry. Measured on a 2-core
+#: CPU, 20k one-block allocations with 53k cached blocks: 4.7-5.9 us each when each
+#: evicts one block, 2.5-3.9 us when evicting 32 at a time (0.6 us from the free list).
+EVICTION_BATCH = 32
+
 
 class SequenceBlocks:
     """The blocks of one sequence.
@@ -234,10 +239,11 @@ class KVCacheManager:
         return end - start <= self.max_new_tokens(seq, start, hit=hit, watermark=watermark)
 
     def _reserve(self, num_blocks: int) -> None:
-        """Evict prefix-cache blocks until the allocator has ``num_blocks`` free."""
+        """Evict prefix-cache blocks until the allocator has ``num_blocks`` free (at least
+        ``EVICTION_BATCH`` at a time)."""
         short = num_blocks - self.allocator.num_free_blocks
         if short > 0 and self.prefix is not None:
-            self.allocator.free(self.prefix.evict(short))
+            self.allocator.free(self.prefix.evict(max(short, EVICTION_BATCH)))
 
     def allocate(
         self, seq: SequenceBlocks, start: int, end: int, *, hit: PrefixMatch | None = None
@@ -267,14 +273,13 @@ class KVCacheManager:
             missing = -(-end // bs) - len(blocks)
             if missing > 0:
                 allocator = self.allocator
-                short = missing - allocator.num_free_blocks
-                if short > 0:
-                    if self.prefix is None or short > self.prefix.num_evictable_blocks:
+                if missing > allocator.num_free_blocks:
+                    if missing > self.num_free_blocks:
                         raise NoFreeBlocksError(
                             f"positions [{start}, {end}) need {missing} blocks; "
                             f"{self.num_free_blocks} are available"
                         )
-                    allocator.free(self.prefix.evict(short))
+                    self._reserve(missing)
                 blocks.extend(allocator.allocate(missing))
                 seq.writable_end = len(blocks) * bs
             return None
