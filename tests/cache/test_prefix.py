@@ -150,7 +150,24 @@ def test_pool_pressure_evicts_only_unreferenced_blocks(backend):
     assert m.num_free_blocks == 5 and m.allocator.num_free_blocks == 2
     seq = m.new_sequence()
     m.allocate(seq, 0, 4 * BS)  # needs 4: 2 free + 2 evicted
-    assert m.prefix.num_evictable_blocks == 1
+    assert m.num_free_blocks == 1 and m.prefix.num_evictable_blocks == 1
     assert all(m.prefix.is_cached(b) for b in kept.block_ids)
+    assert not any(m.prefix.is_cached(b) for b in seq.block_ids)
     assert m.match_prefix([*range(100, 100 + 3 * BS), 0]).block_ids == kept.block_ids
     assert not m.can_allocate(m.new_sequence(), 0, 2 * BS + 1)
+
+
+def test_large_pools_evict_in_batches():
+    m = manager(256 * 8, "hash")
+    held = m.new_sequence()
+    m.allocate(held, 0, (256 * 8 - 40) * BS)  # all but 40 blocks stay in use
+    for i in range(10):  # 40 cached, unused blocks
+        run = m.new_sequence()
+        tokens = [i + 1] * (4 * BS)
+        m.allocate(run, 0, len(tokens))
+        m.register(run, tokens, len(tokens))
+        m.free(run)
+    assert m.allocator.num_free_blocks == 0 and m.prefix.num_evictable_blocks == 40
+    m.allocate(m.new_sequence(), 0, 1)
+    assert m.allocator.num_free_blocks == 8 - 1  # a batch of 8 (1/256 of the pool)
+    assert m.num_free_blocks == 39

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 
 __all__ = ["KVCacheManager", "SequenceBlocks"]
 
+#: Prefix-cache blocks evicted at once when the free list runs dry (at most 1/256 of the
+#: pool, so small pools evict exactly what they need). Measured on a 2-core CPU, 20k
+#: one-block allocations with 53k cached blocks: 4.7-5.9 us each when each evicts one
+#: block, 2.5-3.9 us when evicting 32 at a time (0.6 us from the free list).
+EVICTION_BATCH = 32
+
 
 class SequenceBlocks:
     """The blocks of one sequence.
@@ -131,6 +137,7 @@ class KVCacheManager:
                     f"{streaming.window_tokens} needs at least {need} blocks of "
                     f"{self.block_size} tokens; the pool has {num_blocks}"
                 )
+        self._eviction_batch = min(EVICTION_BATCH, num_blocks // 256)
         self._kv_caches: list[tuple[Any, Any]] | None = None
 
     # -- pool ---------------------------------------------------------------------------------
@@ -234,10 +241,11 @@ class KVCacheManager:
         return end - start <= self.max_new_tokens(seq, start, hit=hit, watermark=watermark)
 
     def _reserve(self, num_blocks: int) -> None:
-        """Evict prefix-cache blocks until the allocator has ``num_blocks`` free."""
+        """Evict prefix-cache blocks until the allocator has ``num_blocks`` free (a batch
+        at a time, see ``EVICTION_BATCH``)."""
         short = num_blocks - self.allocator.num_free_blocks
         if short > 0 and self.prefix is not None:
-            self.allocator.free(self.prefix.evict(short))
+            self.allocator.free(self.prefix.evict(max(short, self._eviction_batch)))
 
     def allocate(
         self, seq: SequenceBlocks, start: int, end: int, *, hit: PrefixMatch | None = None
@@ -267,14 +275,13 @@ class KVCacheManager:
             missing = -(-end // bs) - len(blocks)
             if missing > 0:
                 allocator = self.allocator
-                short = missing - allocator.num_free_blocks
-                if short > 0:
-                    if self.prefix is None or short > self.prefix.num_evictable_blocks:
+                if missing > allocator.num_free_blocks:
+                    if missing > self.num_free_blocks:
                         raise NoFreeBlocksError(
                             f"positions [{start}, {end}) need {missing} blocks; "
                             f"{self.num_free_blocks} are available"
                         )
-                    allocator.free(self.prefix.evict(short))
+                    self._reserve(missing)
                 blocks.extend(allocator.allocate(missing))
                 seq.writable_end = len(blocks) * bs
             return None

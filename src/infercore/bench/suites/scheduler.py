@@ -3,10 +3,12 @@
 Step cases hold N running decode requests (staggered lengths, so block boundaries fall on
 different steps, and a shared system prompt, so the prefix cache is busy) and time one
 step that advances every request by a token. The peer is the same step with prefix
-caching off. The mixed case adds two 512-token prompts per step on top of ~256 decodes
-(chunked prefill, prefix hits on a shared system prompt, requests finishing). The
-allocator case times 1024 ``allocate(1)`` then 1024 ``free``; the peer is a bare Python
-free list (pop/append, no reference counts).
+caching off. "prefix cache full" first fills every free block with cached, unused
+blocks, so each block a decode enters evicts one (a busy server's steady state). The
+mixed case adds two 512-token prompts per step on top of ~256 decodes (chunked prefill,
+prefix hits on a shared system prompt, requests finishing). The allocator case times
+1024 ``allocate(1)`` then one ``free`` of them all; the peer is a bare Python free list
+(pop/append, no reference counts).
 """
 
 from __future__ import annotations
@@ -52,20 +54,44 @@ def _step(sched: Scheduler) -> SchedulerOutput:
 
 #: Decode steps a decoding benchmark has blocks for (timing loops stop at 10,000 calls).
 MAX_DECODE_STEPS = 12_000
+#: The same with every free block cached first (each new block evicts a cached one); a
+#: longer timing loop runs out of blocks and raises.
+MAX_FULL_CACHE_STEPS = 3_000
 
 
-def decoding_scheduler(num_requests: int, prefix: bool, seed: int = 0) -> Scheduler:
+def decoding_scheduler(
+    num_requests: int, prefix: bool, *, full_cache: bool = False, seed: int = 0
+) -> Scheduler:
     """A scheduler whose ``num_requests`` requests have finished prefill and decode, with
-    blocks for ``MAX_DECODE_STEPS`` more tokens each."""
+    blocks for ``MAX_DECODE_STEPS`` more tokens each; with ``full_cache``, blocks for
+    ``MAX_FULL_CACHE_STEPS`` more, all of them first filled with cached unused blocks."""
     rng = random.Random(seed)
-    blocks_per_request = (len(SYSTEM_PROMPT) + 160 + MAX_DECODE_STEPS) // BLOCK_SIZE + 2
+    steps = MAX_FULL_CACHE_STEPS if full_cache else MAX_DECODE_STEPS
+    blocks_per_request = (len(SYSTEM_PROMPT) + 160 + steps) // BLOCK_SIZE + 2
     sched = _scheduler(num_requests, num_requests * blocks_per_request, prefix, budget=8192)
     for i in range(num_requests):
         unique = [rng.randrange(32000) for _ in range(rng.randrange(16, 160))]
         sched.add(Request(f"d{i}", SYSTEM_PROMPT + unique, max_tokens=1 << 20))
     while _step(sched).num_decodes < num_requests:
         pass
+    if full_cache:
+        _fill_prefix_cache(sched.cache)
     return sched
+
+
+def _fill_prefix_cache(cache: KVCacheManager) -> None:
+    """Turn every free block into a cached, unused one: chains of 64 blocks, each chain
+    starting with a token no request uses (the rest repeat, distinct by their parent)."""
+    bs = cache.block_size
+    for first in itertools.count(1 << 24):
+        n = min(64, cache.allocator.num_free_blocks) * bs
+        if not n:
+            return
+        tokens = [first] + [0] * (n - 1)
+        seq = cache.new_sequence()
+        cache.allocate(seq, 0, n)
+        cache.register(seq, tokens, n)
+        cache.free(seq)
 
 
 def mixed_scheduler(prefix: bool) -> tuple[Scheduler, Callable[[], SchedulerOutput]]:
@@ -120,14 +146,15 @@ def free_list_cycle(free: list[int], n: int) -> None:
 def cases(device: torch.device, quick: bool) -> Iterator[Case]:
     sizes = (256,) if quick else (256, 1024)
     for n in sizes:
-        on = decoding_scheduler(n, prefix=True)
         off = decoding_scheduler(n, prefix=False)
-        yield Case(
-            f"decode, {n} running",
-            {"infercore": lambda s=on: _step(s), "prefix caching off": lambda s=off: _step(s)},
-            peer="prefix caching off",
-            check=lambda s=on: check_step(s),
-        )
+        for full in (False, True):
+            on = decoding_scheduler(n, prefix=True, full_cache=full)
+            yield Case(
+                f"decode, {n} running" + (", prefix cache full" if full else ""),
+                {"infercore": lambda s=on: _step(s), "prefix caching off": lambda s=off: _step(s)},
+                peer="prefix caching off",
+                check=lambda s=on: check_step(s),
+            )
     mixed, mixed_on = mixed_scheduler(prefix=True)
     _, mixed_off = mixed_scheduler(prefix=False)
 
