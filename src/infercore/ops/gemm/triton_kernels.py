@@ -32,7 +32,9 @@ SCALE_GROUP_K = tl.constexpr(GROUP)
 
 
 @triton.jit
-def _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+def tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """(row tile, column tile) of output tile ``tile`` in grouped order: ``GROUP_M`` row
+    tiles share each column tile, so their B tiles stay in L2."""
     width = GROUP_M * num_pid_n
     first_m = (tile // width) * GROUP_M
     size_m = tl.minimum(num_pid_m - first_m, GROUP_M)
@@ -101,7 +103,7 @@ def _matmul_ptr_kernel(
     k_tiles = tl.cdiv(K, BLOCK_K)
     offs_k = tl.arange(0, BLOCK_K)
     for tile in tl.range(tl.program_id(0), num_pid_m * num_pid_n, num_programs):
-        pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+        pid_m, pid_n = tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         # Rows/columns past the edge re-read row/column 0 (in bounds) and are never stored,
@@ -143,7 +145,7 @@ def _matmul_tma_kernel(
     num_pid_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
     for tile in tl.range(tl.program_id(0), num_pid_m * num_pid_n, num_programs):
-        pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+        pid_m, pid_n = tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
         m0 = pid_m * BLOCK_M
         n0 = pid_n * BLOCK_N
         offs_m = m0 + tl.arange(0, BLOCK_M)
