@@ -158,6 +158,7 @@ class Backend:
     def __init__(self) -> None:
         self.plugin: str | None = None
         self._env_reasons: list[str] | None = None
+        self._devices: tuple[str, ...] | None = None
 
     def supported_devices(self) -> tuple[str, ...]:
         """Device types usable now; a subclass may depend on the environment."""
@@ -166,6 +167,7 @@ class Backend:
     def environment_reasons(self) -> list[str]:
         """Reasons, independent of inputs, why this backend cannot run here. Cached."""
         if self._env_reasons is None:
+            self._devices = self.supported_devices()
             self._env_reasons = self._compute_environment_reasons()
         return list(self._env_reasons)
 
@@ -186,10 +188,10 @@ class Backend:
         Subclasses extend this (``reasons = super().not_supported_reasons(inputs)``)
         with input-dependent checks: head dims, alignment, layouts.
         """
-        reasons = self.environment_reasons()
+        reasons = self.environment_reasons()  # also caches the usable device types
         device = getattr(inputs, "device", None)
         if device is not None:
-            devices = self.supported_devices()
+            devices = self._devices
             if device.type not in devices:
                 reasons.append(f"device {device.type!r} not supported (supports {devices})")
             elif self.min_compute_capability is not None and device.type == "cuda":
@@ -428,7 +430,7 @@ class Registry:
         """Forget cached environment checks (after changing the environment)."""
         for entries in self._backends.values():
             for b in entries:
-                b._env_reasons = None
+                b._env_reasons = b._devices = None
         _compute_capability.cache_clear()
 
 
