@@ -3,7 +3,6 @@
 import importlib.metadata
 import sqlite3
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -37,33 +36,51 @@ def test_unavailable_without_cuda_with_reasons():
     assert infercore.ops.gemm(a, b).shape == (16, 8)  # auto passes it over
 
 
-def _td(tb, cluster, kernel="ScheduleAuto", epilogue="ScheduleAuto", stages=0, sched="Default"):
-    return SimpleNamespace(
-        threadblock_shape=list(tb), cluster_shape=list(cluster), stages=stages,
-        kernel_schedule=f"KernelScheduleType.{kernel}",
-        epilogue_schedule=f"EpilogueScheduleType.{epilogue}",
-        tile_scheduler=f"TileSchedulerType.{sched}",
+def _td(tb, cluster, kernel=None, epilogue=None, stages=0, sched="Default"):
+    """A real ``cutlass_cppgen`` tile description (so the CTA tile is computed by CUTLASS's
+    own convention), built without a GPU."""
+    runtime.load_cutlass()
+    from cutlass_cppgen.backend.library import MathInstruction, TileDescription
+    from cutlass_library import (
+        DataType,
+        EpilogueScheduleType,
+        KernelScheduleType,
+        OpcodeClass,
+        TileSchedulerType,
+    )
+
+    math = MathInstruction([64, 128, 16], DataType.bf16, DataType.bf16, DataType.f32,
+                           OpcodeClass.TensorOp)
+    return TileDescription(
+        list(tb), stages, None, math, list(cluster),
+        kernel_schedule=getattr(KernelScheduleType, kernel or "ScheduleAuto"),
+        epilogue_schedule=getattr(EpilogueScheduleType, epilogue or "ScheduleAuto"),
+        tile_scheduler=getattr(TileSchedulerType, sched),
     )
 
 
 def test_tile_choice_follows_preferences():
     coop = ("TmaWarpSpecializedCooperative", "TmaWarpSpecializedCooperative")
+    pingpong = ("TmaWarpSpecializedPingpong", "TmaWarpSpecialized")
     tds = [
+        _td((128, 256, 64), (2, 1, 1), "ScheduleAuto", "ScheduleAuto"),
+        _td((256, 256, 64), (2, 1, 1), *coop, sched="StreamK"),
+        _td((128, 256, 64), (2, 1, 1), *coop),  # emitted as 64x256 CTAs
         _td((256, 256, 64), (2, 1, 1), *coop),
-        _td((128, 256, 64), (2, 1, 1), *coop, sched="StreamK"),
-        _td((128, 256, 64), (2, 1, 1), "TmaWarpSpecializedPingpong", "TmaWarpSpecialized"),
-        _td((128, 256, 64), (2, 1, 1), *coop),
-        _td((128, 128, 64), (1, 2, 1), "TmaWarpSpecializedPingpong", "TmaWarpSpecialized"),
+        _td((64, 256, 64), (1, 2, 1), *pingpong),
     ]
+    assert kernels.cta_tile(tds[2]) == (64, 256, 64)
     assert kernels.choose_tile(tds, 90, "large") is tds[3]
     assert kernels.choose_tile(tds, 90, "small") is tds[4]
-    # No preferred tile: the first one CUTLASS compiles (not stream-K, and no cooperative
-    # kernel under 128 rows).
-    assert kernels.choose_tile(tds[:3], 90, "small") is tds[0]
-    narrow = [_td((64, 128, 64), (1, 1, 1), *coop), tds[1],
-              _td((64, 128, 64), (1, 1, 1), "TmaWarpSpecializedPingpong", "TmaWarpSpecialized")]
-    assert kernels.choose_tile(narrow, 90, "small") is narrow[2]
-    assert kernels.choose_tile(narrow[:2], 90, "small") is None
+    # A kernel of the preferred kind with another tile is re-tiled to the preferred CTA tile.
+    retiled = kernels.choose_tile(tds[2:3], 90, "large")
+    assert kernels.cta_tile(retiled) == (128, 256, 64)
+    assert tuple(retiled.cluster_shape) == (2, 1, 1)
+    # None of the preferred kind: the first one CUTLASS compiles (not stream-K, and no
+    # cooperative or automatic kernel with CTAs under 128 rows).
+    wide = _td((256, 128, 64), (2, 1, 1), "ScheduleAuto", "ScheduleAuto")
+    assert kernels.choose_tile([tds[0], tds[1], wide], 90, "small") is wide
+    assert kernels.choose_tile(tds[:2], 90, "small") is None
     ampere = [_td((256, 128, 64), (1, 1, 1), stages=4), _td((256, 128, 64), (1, 1, 1), stages=3)]
     assert kernels.choose_tile(ampere, 80, "large") is ampere[1]
     assert kernels.kernel_arch((9, 0)) == 90 and kernels.kernel_arch((8, 9)) == 80

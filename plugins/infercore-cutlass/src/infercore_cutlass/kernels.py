@@ -36,53 +36,71 @@ log = logging.getLogger(__name__)
 ALIGNMENT = 8
 
 
+def cta_tile(td: Any) -> tuple[int, int, int]:
+    """The tile one CTA computes in the emitted kernel.
+
+    ``cutlass_cppgen`` (4.2) describes a CUTLASS 3 tile per cluster: it emits
+    ``threadblock_shape / cluster_shape`` as the CTA tile (its Blackwell convention, applied
+    to SM90 too), so a 128x256 description with a 2x1x1 cluster builds 64x256 CTAs.
+    """
+    return tuple(getattr(td, "blackwell_threadblock_shape", None) or td.threadblock_shape)
+
+
+def _schedule_name(value: Any) -> str:
+    return str(value).rsplit(".", 1)[-1]
+
+
 @dataclass(frozen=True)
 class TilePreference:
-    """A tile to look for among the generated kernel descriptions."""
+    """A kernel to build: the CTA tile as emitted, the cluster and (optionally) schedules."""
 
-    threadblock: tuple[int, int, int]
+    cta: tuple[int, int, int]
     cluster: tuple[int, int, int]
     kernel_schedule: str | None = None
     epilogue_schedule: str | None = None
     stages: int | None = None
 
-    def matches(self, td: Any) -> bool:
-        if tuple(td.threadblock_shape) != self.threadblock:
-            return False
+    def same_kind(self, td: Any) -> bool:
+        """Same cluster, schedules and stages as ``td`` (the tile may differ)."""
         if tuple(td.cluster_shape or (1, 1, 1)) != self.cluster:
             return False
         if self.stages is not None and td.stages != self.stages:
             return False
-        if getattr(td, "tile_scheduler", None) is not None and "StreamK" in str(td.tile_scheduler):
+        if "StreamK" in str(getattr(td, "tile_scheduler", None)):
             return False
         for want, have in ((self.kernel_schedule, td.kernel_schedule),
                            (self.epilogue_schedule, td.epilogue_schedule)):
-            if want is not None and str(have).rsplit(".", 1)[-1] != want:
+            if want is not None and _schedule_name(have) != want:
                 return False
         return True
 
+    def matches(self, td: Any) -> bool:
+        return self.same_kind(td) and cta_tile(td) == self.cta
+
     def describe(self) -> str:
-        parts = ["x".join(map(str, self.threadblock)), "x".join(map(str, self.cluster))]
+        parts = ["x".join(map(str, self.cta)), "x".join(map(str, self.cluster))]
         parts += [p for p in (self.kernel_schedule, self.epilogue_schedule) if p]
         if self.stages is not None:
             parts.append(f"{self.stages}stages")
         return "_".join(parts)
 
 
-#: (kernel architecture, M class) -> tiles in order of preference. Initial choices, to be
+#: (kernel architecture, M class) -> kernels in order of preference. Initial choices, to be
 #: tuned with the gemm benchmark suite: Hopper uses CUTLASS 3 warp-specialized TMA kernels
-#: (cooperative 128x256 for large M, ping-pong 128x128 for decode-like M), Ampere-class
-#: GPUs CUTLASS 2 multistage kernels.
+#: (cooperative 128x256 CTAs in 2x1 clusters for large M, ping-pong 64x128 for decode-like
+#: M), Ampere-class GPUs CUTLASS 2 multistage kernels.
 TILES: dict[tuple[int, str], tuple[TilePreference, ...]] = {
     (90, "large"): (
         TilePreference((128, 256, 64), (2, 1, 1), "TmaWarpSpecializedCooperative",
                        "TmaWarpSpecializedCooperative"),
+        TilePreference((128, 256, 64), (2, 1, 1), "TmaWarpSpecializedCooperative"),
         TilePreference((128, 128, 64), (2, 1, 1), "TmaWarpSpecializedCooperative",
                        "TmaWarpSpecializedCooperative"),
     ),
     (90, "small"): (
-        TilePreference((128, 128, 64), (1, 2, 1), "TmaWarpSpecializedPingpong",
+        TilePreference((64, 128, 64), (1, 2, 1), "TmaWarpSpecializedPingpong",
                        "TmaWarpSpecialized"),
+        TilePreference((128, 128, 64), (1, 2, 1), "TmaWarpSpecializedPingpong"),
     ),
     (80, "large"): (TilePreference((256, 128, 64), (1, 1, 1), stages=3),),
     (80, "small"): (TilePreference((64, 128, 64), (1, 1, 1), stages=3),),
@@ -100,24 +118,26 @@ def kernel_arch(cc: tuple[int, int]) -> int:
 
 
 def compiles(td: Any) -> bool:
-    """Whether CUTLASS accepts the description: its SM90 cooperative kernels need a tile of
-    at least 128 rows (a static assertion; the interface's default tile broke it on an
-    H200), and stream-K schedules are not used here."""
+    """Whether CUTLASS accepts the description: SM90 cooperative kernels (which an automatic
+    schedule may resolve to) need CTA tiles of at least 128 rows (a static assertion), and
+    stream-K schedules are not used here."""
     if "StreamK" in str(getattr(td, "tile_scheduler", None)):
         return False
-    schedule = str(getattr(td, "kernel_schedule", ""))
-    # An automatic schedule resolves to the cooperative kernel on SM90 (seen with a
-    # 64x256 tile on an H200), so only an explicit ping-pong kernel may use fewer rows.
-    return td.threadblock_shape[0] >= 128 or "Pingpong" in schedule
+    return cta_tile(td)[0] >= 128 or "Pingpong" in str(getattr(td, "kernel_schedule", ""))
 
 
 def choose_tile(descriptions: Sequence[Any], arch: int, m_class: str) -> Any | None:
-    """The first preferred tile found among ``descriptions``, else the first one CUTLASS
+    """The first preferred kernel: a description that matches, else one of the same kind
+    re-tiled to the preferred CTA tile; failing all, the first description CUTLASS
     compiles (``None``: use the interface's default)."""
     for pref in TILES[(arch, m_class)]:
-        for td in descriptions:
-            if pref.matches(td):
-                return td
+        kind = [td for td in descriptions if pref.same_kind(td)]
+        exact = next((td for td in kind if cta_tile(td) == pref.cta), None)
+        if exact is not None:
+            return exact
+        if kind:
+            shape = [c * k for c, k in zip(pref.cta, pref.cluster, strict=True)]
+            return kind[0].clone_and_update({"threadblock_shape": shape})
     return next((td for td in descriptions if compiles(td)), None)
 
 
