@@ -41,13 +41,20 @@ LARGE_ROW_BYTES = 256
 SMALL_BLOCK_M = 16
 SMALL_BLOCK_N = 64
 SMALL_NUM_WARPS = 4
-SMALL_NUM_STAGES = 3
+#: Two stages beat three and four at every decode shape swept on an H200 (GQA 32/8, d128,
+#: bf16, block 16; batch x context 1..256 x 512..32768): e.g. batch 64 x 4096 unsplit 4221
+#: vs 3124 GB/s, batch 1 x 32768 in 64 splits 2588 vs 2428 GB/s.
+SMALL_NUM_STAGES = 2
 SMALL_LARGE_D = (16, 32, 4, 2)
 #: Split the keys of per-sequence tiles until there are this many programs per SM (decode
-#: is memory-bound: several resident programs per SM keep enough loads in flight).
-SPLIT_PROGRAMS_PER_SM = 4
-#: A split walks at least this many keys (shorter splits cost more to merge than they save).
-MIN_KEYS_PER_SPLIT = 256
+#: is memory-bound: several resident programs per SM keep enough loads in flight). Three
+#: 2-stage d128 programs fit an H200 SM; with this target the chosen splits were within 2%
+#: of the best swept at batch 1/16/64 x 4096/32768 (batch 16 x 4096: 4 splits 3172 GB/s,
+#: unsplit 2053; batch 64 x 4096: unsplit 4221, 2 splits 4098).
+SPLIT_PROGRAMS_PER_SM = 3
+#: A split walks at least this many keys (shorter splits cost more to merge than they
+#: save; batch 1 x 4096 peaked at 32 splits of 128 keys, 942 GB/s).
+MIN_KEYS_PER_SPLIT = 128
 MAX_SPLITS = 64
 #: Stand-in SM count for the interpreter (CPU tensors), so splits are exercised there too.
 _INTERPRETER_SMS = 4
