@@ -14,8 +14,8 @@ SMALL = dict(block_size=8, num_blocks=64, max_num_seqs=4, max_num_batched_tokens
 
 @pytest.fixture(scope="module")
 def tiny():
-    from tests.engine.conftest import ENGINE_FAMILIES
     from infercore.registry import use_backend
+    from tests.engine.conftest import ENGINE_FAMILIES
 
     with use_backend(dict.fromkeys(ENGINE_FAMILIES, "reference")):
         yield LLM("tiny-random", config=EngineConfig(**SMALL))
@@ -133,7 +133,7 @@ def test_missing_weight_is_named(llama_dir, tmp_path):
 
 
 def test_missing_directory():
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
         LLM("/nonexistent/model/dir")
 
 
