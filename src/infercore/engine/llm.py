@@ -306,7 +306,7 @@ class LLM:
         index = {id(o): i for i, o in enumerate(outputs)}
         for o in outputs:
             if o.finished:
-                yield StreamChunk(index[id(o)], [], "", o.finish_reason)
+                yield StreamChunk(index[id(o)], [], "", o.finish_reason, o)
         while self.has_unfinished_requests:
             for t in self.step():
                 yield self._chunk(t, index[id(t.output)])
@@ -321,4 +321,4 @@ class LLM:
             stable = full if t.output.finished else full.rstrip("\ufffd")
             text = stable[t.num_emitted_chars :]
             t.num_emitted_chars = max(t.num_emitted_chars, len(stable))
-        return StreamChunk(index, new, text, t.output.finish_reason)
+        return StreamChunk(index, new, text, t.output.finish_reason, t.output)

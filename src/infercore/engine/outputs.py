@@ -61,9 +61,12 @@ class StreamChunk:
         held back until it completes).
     finish_reason : str or None
         Set on the request's last chunk.
+    output : RequestOutput
+        The request's output (complete once ``finish_reason`` is set).
     """
 
     index: int
     token_ids: list[int]
     text: str
-    finish_reason: str | None = None
+    finish_reason: str | None
+    output: RequestOutput = field(repr=False)
