@@ -58,9 +58,10 @@ class LLM:
 
     Parameters
     ----------
-    model : str or Path
+    model : str, Path or ModelArgs
         A local Hugging Face directory (``config.json``, safetensors weights, optionally a
-        tokenizer) or ``"tiny-random"`` (a small random Llama with a byte tokenizer).
+        tokenizer), ``"tiny-random"`` (a small random Llama with a byte tokenizer), or the
+        :class:`ModelArgs` of ``weights``.
     dtype : str, optional
         Overrides ``config.dtype``: ``"auto"``, ``"float32"``, ``"float16"``,
         ``"bfloat16"``.
@@ -68,8 +69,9 @@ class LLM:
     tokenizer : Tokenizer, optional
         Overrides the directory's tokenizer.
     weights : ModelWeights, optional
-        Weights already built for the model (the directory's safetensors are then not
-        read; benchmarks share a peer's tensors this way).
+        Weights already built for the model, on one device, of the engine's dtype (the
+        directory's safetensors are then not read; benchmarks share a peer's tensors
+        this way).
 
     Examples
     --------
@@ -81,7 +83,7 @@ class LLM:
 
     def __init__(
         self,
-        model: str | Path = TINY_RANDOM,
+        model: str | Path | ModelArgs = TINY_RANDOM,
         *,
         dtype: str | None = None,
         config: EngineConfig | None = None,
@@ -95,9 +97,14 @@ class LLM:
             config = EngineConfig(**{**config.model_dump(), "dtype": dtype})
         self.config = config
         device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if str(model) == TINY_RANDOM:
+        self.tokenizer: Tokenizer | None = None
+        if isinstance(model, ModelArgs):
+            if weights is None:
+                raise ValueError("a model given as ModelArgs needs its weights=")
+            args = model
+        elif str(model) == TINY_RANDOM:
             args = tiny_random_args()
-            self.tokenizer: Tokenizer | None = ByteTokenizer()
+            self.tokenizer = ByteTokenizer()
         else:
             args = load_config(model)
             self.tokenizer = load_tokenizer(model)
@@ -239,9 +246,11 @@ class LLM:
         logits = self.runner.logits(out)
         live = self._live
         tracked = [live[r.request_id] for r in out.requests]
-        seeds = [step_seed(t.seed, r.num_tokens) for t, r in zip(tracked, out.requests,
-                                                                  strict=True)]
-        tokens = self.runner.sample(logits, [t.params for t in tracked], seeds)
+        params = [t.params for t in tracked]
+        seeds = None
+        if any(p.temperature > 0 for p in params):
+            seeds = [step_seed(t.seed, t.request.num_tokens) for t in tracked]
+        tokens = self.runner.sample(logits, params, seeds)
         self.scheduler.update(out, tokens)
         changed = []
         for t in tracked:

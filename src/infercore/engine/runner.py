@@ -168,13 +168,14 @@ class ModelRunner:
         return self._eager(arrays)
 
     def sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
-               seeds: Sequence[int]) -> list[int]:
+               seeds: Sequence[int] | None) -> list[int]:
         """One token per row with :func:`infercore.ops.sample` (the step's only host
-        synchronization): row ``i`` with ``params[i]`` and the seed ``seeds[i]``."""
+        synchronization): row ``i`` with ``params[i]`` and the seed ``seeds[i]``;
+        ``seeds=None`` when every row is greedy."""
+        if seeds is None:
+            return ops.sample(logits, temperature=0.0).token_ids.tolist()
         first = params[0]
         uniform = all(p is first for p in params)
-        if uniform and first.temperature == 0:
-            return ops.sample(logits, temperature=0.0).token_ids.tolist()
         dev = logits.device
 
         def column(name: str, dtype: torch.dtype) -> float | torch.Tensor:
