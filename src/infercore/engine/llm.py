@@ -9,7 +9,7 @@ registry's components, so prefix caching and chunked prefill are switched by
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,7 +274,7 @@ class LLM:
         prompts: Prompt | Sequence[Prompt],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         *,
-        on_finish=None,
+        on_finish: Callable[[RequestOutput], object] | None = None,
     ) -> list[RequestOutput]:
         """Continue every prompt; return the outputs in prompt order.
 
