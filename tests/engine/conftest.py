@@ -52,6 +52,14 @@ def qwen2_dir(tmp_path_factory) -> str:
                  Qwen2Config(**{**shape, "hidden_size": 96}))
 
 
+@pytest.fixture(scope="session")
+def qwen3_dir(tmp_path_factory) -> str:
+    """A Qwen3-style model: RMSNorm on each query and key head."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    return _save(tmp_path_factory, "qwen3", Qwen3ForCausalLM, Qwen3Config(**_SHAPE))
+
+
 def hf_greedy(path: str, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
     """transformers ``generate`` greedy continuations, one prompt at a time."""
     from transformers import AutoModelForCausalLM

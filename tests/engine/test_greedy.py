@@ -72,10 +72,13 @@ def test_staggered_arrival_matches_hf(llama_dir, llama_expected, reference_backe
         assert llm.cache.prefix.stats.hit_blocks > 0, "repeated prompts reuse cached blocks"
 
 
-def test_qwen2_bias_and_tied_embeddings(qwen2_dir, reference_backends):
+@pytest.mark.parametrize("name", ["qwen2_dir", "qwen3_dir"])
+def test_qwen_variants(name, request, reference_backends):
+    """Qwen2 (QKV biases, tied embeddings) and Qwen3 (per-head q/k RMSNorm)."""
+    path = request.getfixturevalue(name)
     prompts = _prompts(131)[:3]
-    expected = hf_greedy(qwen2_dir, prompts, GREEDY.max_tokens)
-    llm = LLM(qwen2_dir, config=_config(True, True))
+    expected = hf_greedy(path, prompts, GREEDY.max_tokens)
+    llm = LLM(path, config=_config(True, True))
     assert [o.token_ids for o in llm.generate(prompts, GREEDY)] == expected
 
 
