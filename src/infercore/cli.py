@@ -228,6 +228,88 @@ def bench(
         console.print(f"wrote {json_out}")
 
 
+@app.command()
+def generate(
+    model: Annotated[str, typer.Option(help="Local HF model directory, or tiny-random.")] = (
+        "tiny-random"
+    ),
+    prompt: Annotated[
+        list[str] | None, typer.Option("--prompt", "-p", help="A prompt (repeatable).")
+    ] = None,
+    prompts_file: Annotated[
+        Path | None, typer.Option(help="A file with one prompt per line.")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate per prompt.")] = 64,
+    temperature: Annotated[float, typer.Option(help="0 is greedy.")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Keep the k most likely tokens; 0 disables.")] = 0,
+    top_p: Annotated[float, typer.Option(help="Nucleus mass; 1 disables.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Seed of every request's sampling.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="EngineConfig as a JSON or YAML file.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cuda, cuda:1, cpu (default: CUDA if any).")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, float16, bfloat16.")] = None,
+) -> None:
+    """Generate text with the reference engine, streaming a single prompt to the terminal.
+
+    With several prompts (or --prompts-file) a progress bar runs and each output is
+    printed when all are done. Ends with a throughput summary (tokens, seconds, tok/s).
+    """
+    import time
+
+    from rich.progress import Progress
+
+    from infercore.config import ConfigError
+    from infercore.engine import LLM, EngineConfig, SamplingParams
+
+    prompts = list(prompt or [])
+    if prompts_file is not None:
+        if not prompts_file.is_file():
+            raise typer.BadParameter(f"{prompts_file} is not a file", param_hint="--prompts-file")
+        prompts += [line for line in prompts_file.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise typer.BadParameter("give --prompt or --prompts-file", param_hint="--prompt")
+    try:
+        cfg = EngineConfig.from_file(config) if config is not None else EngineConfig()
+        overrides = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        cfg = EngineConfig(**{**cfg.model_dump(), **overrides})
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p,
+                                max_tokens=max_tokens, seed=seed)
+        llm = LLM(model, config=cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from None
+    start = time.perf_counter()
+    if len(prompts) == 1 and prompts_file is None:
+        console.print(prompts[0], end="", style="bold", markup=False, highlight=False)
+        outputs = []
+        for chunk in llm.stream(prompts, params):
+            console.print(chunk.text, end="", markup=False, highlight=False)
+            if chunk.finish_reason is not None:
+                outputs.append(chunk.output)
+        console.print()
+    else:
+        with Progress(console=err_console, transient=True) as bar:
+            task = bar.add_task("generating", total=len(prompts))
+            outputs = llm.generate(prompts, params,
+                                   on_finish=lambda _: bar.advance(task))
+        for out in outputs:
+            console.rule(f"prompt {out.index}", style="dim")
+            console.print(out.prompt, end="", style="bold", markup=False, highlight=False)
+            console.print(out.text, markup=False, highlight=False)
+    seconds = time.perf_counter() - start
+    for out in outputs:
+        if out.error:
+            err_console.print(f"[red]prompt {out.index}: {out.finish_reason}:[/red] {out.error}")
+    tokens = sum(len(o.token_ids) for o in outputs)
+    console.print(f"{len(outputs)} outputs, {tokens} tokens in {seconds:.2f} s: "
+                  f"{tokens / seconds:.1f} tok/s", style="dim")
+    if any(o.error for o in outputs):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,48 @@
+"""The engine on CUDA: decode steps replayed from CUDA graphs, default backends."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from infercore.engine import LLM, EngineConfig, SamplingParams
+from tests.engine.conftest import hf_greedy
+
+pytestmark = pytest.mark.cuda
+
+
+def _prompts() -> list[list[int]]:
+    gen = torch.Generator().manual_seed(3)
+    return [torch.randint(0, 131, (n,), generator=gen).tolist() for n in (1, 7, 30, 61, 12)]
+
+
+@pytest.mark.parametrize("cuda_graph", [True, False], ids=["graphs", "eager"])
+def test_greedy_matches_hf_fp32(llama_dir, cuda_graph):
+    prompts = _prompts()
+    expected = hf_greedy(llama_dir, prompts, 12)
+    config = EngineConfig(device="cuda", block_size=16, max_num_seqs=8,
+                          max_num_batched_tokens=64, num_blocks=128, cuda_graph=cuda_graph,
+                          cuda_graph_batch_sizes=[1, 2, 4, 8])
+    llm = LLM(llama_dir, dtype="float32", config=config)
+    assert bool(llm.runner.graphs) == cuda_graph
+    outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=12))
+    assert [o.token_ids for o in outs] == expected
+
+
+def test_bf16_tokens_are_near_argmax_and_seeded_sampling_repeats(llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    prompts = _prompts()
+    llm = LLM(llama_dir, dtype="bfloat16", config=EngineConfig(device="cuda", max_num_seqs=4,
+                                                               num_blocks=64))
+    outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=10))
+    hf = AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.float32).cuda().eval()
+    for p, o in zip(prompts, outs, strict=True):
+        with torch.no_grad():
+            logits = hf(torch.tensor([p + o.token_ids], device="cuda")).logits[0]
+        logits = logits[len(p) - 1 : -1]
+        chosen = logits.gather(1, torch.tensor(o.token_ids, device="cuda")[:, None])[:, 0]
+        assert (logits.max(dim=1).values - chosen).max().item() < 0.1
+    params = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=16, seed=5)
+    first = [o.token_ids for o in llm.generate(prompts, params)]
+    assert [o.token_ids for o in llm.generate(prompts, params)] == first
