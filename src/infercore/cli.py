@@ -228,6 +228,74 @@ def bench(
         console.print(f"wrote {json_out}")
 
 
+@app.command()
+def tune(
+    families: Annotated[
+        list[str] | None, typer.Argument(help="Families to tune: gemm, attention.decode.")
+    ] = None,
+    shapes: Annotated[list[str] | None, typer.Option(
+        "--shapes", help="Shapes (repeat the option, or separate by spaces): M,N,K for gemm; "
+        "BATCH,CONTEXT[,HEADS,KV_HEADS,HEAD_DIM] for attention.decode; prefix FAMILY: to "
+        "aim one at a single family.")] = None,
+    model_config: Annotated[str | None, typer.Option(
+        "--model-config", help="llama-8b, or a Hugging Face config.json/.yaml: tune its "
+        "layer shapes.")] = None,
+    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32.")] = "bf16",
+    budget: Annotated[float, typer.Option(help="Seconds for the whole run.")] = 600.0,
+    output: Annotated[Path | None, typer.Option(
+        help="Write the winners to this file instead of the tuning cache.")] = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the cache and exit.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete the cache and exit.")] = False,
+    device: Annotated[str, typer.Option(help="cuda, or cpu (tiny shapes, interpreter).")] = "cuda",
+) -> None:
+    """Time each backend and launch configuration of FAMILY at the given shapes, check it
+    against the reference, and keep the fastest in the tuning cache
+    ($INFERCORE_TUNING_CACHE or ~/.cache/infercore/tuning.json), which dispatch follows.
+    Prints the tuned vs default speedup of every key.
+    """
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from infercore import tune as tuning
+    from infercore.config import ConfigError
+    from infercore.tune.report import cache_table, results_table
+    from infercore.tune.run import check_device, plan_workloads, run_tuning
+
+    cache = tuning.TuningCache(output)
+    if show or clear:
+        if clear:
+            removed = cache.clear()
+            tuning.reset()
+            console.print(f"{'removed' if removed else 'no cache at'} {cache.path}")
+        if show:
+            console.print(cache_table(cache.read(), {} if output else tuning.shipped_entries(),
+                                      f"tuning cache {cache.path}"))
+        return
+    if not families:
+        raise typer.BadParameter("name at least one family (or use --show / --clear)",
+                                 param_hint="FAMILY")
+    specs = [part for s in shapes or [] for part in s.replace(";", " ").split()]
+    try:
+        config = tuning.TuneConfig(families=families, shapes=specs, model=model_config,
+                                   dtype=dtype, budget_s=budget, device=device, output=output)
+        check_device(torch.device(config.device))
+        total = len(plan_workloads(config))
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("tuning", total=total)
+
+            def progress(index: int, text: str) -> None:
+                bar.update(task, completed=index, description=text[:70])
+
+            report = run_tuning(config, progress=progress)
+            bar.update(task, completed=total, description="done")
+    except (ConfigError, ValueError) as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(results_table(report.results))
+    console.print(f"wrote {report.path}")
+
+
 def main() -> None:
     try:
         app()

@@ -37,6 +37,8 @@ MODEL_DECODE_BATCH = (1, 8, 32, 128)
 MODEL_DECODE_CONTEXT = (1024, 4096, 16384)
 #: Paged-cache block size of the decode problems.
 DECODE_PAGE = 16
+#: Families with workloads here.
+TUNABLE = ("gemm", "attention.decode")
 
 
 @dataclass
@@ -151,9 +153,6 @@ def parse_shape(family: str, spec: str) -> Workload | None:
                              f"{w.kv_heads}")
         return w
     raise ValueError(f"family {family!r} has no tuning workload; tunable: {', '.join(TUNABLE)}")
-
-
-TUNABLE = ("gemm", "attention.decode")
 
 
 def model_dims(model: str) -> dict[str, int]:
