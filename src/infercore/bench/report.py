@@ -19,14 +19,14 @@ def _rate(x: float | None) -> str:
 def results_table(ceilings: Ceilings, results: list[Result], notes: list[str]) -> Table:
     """One row per (suite, case, implementation): time, rate, fraction of the measured
     ceiling and the ratio to the case's peer (>1: faster than the peer)."""
-    title = (f"infercore bench on {ceilings.device} (measured: copy {ceilings.copy_gbps:.0f} "
-             f"GB/s, matmul {ceilings.matmul_tflops:.1f} TFLOP/s)")
+    title = (f"infercore bench on {ceilings.device} (measured: copy "
+             f"{_rate(ceilings.copy_gbps)} GB/s, matmul {_rate(ceilings.matmul_tflops)} TFLOP/s)")
     footer = [*ceilings.notes, *notes]
     table = Table(title=title, caption="\n".join(footer) or None, caption_justify="left")
     for col in ("suite", "case", "impl", "peer", "ms", "GB/s", "TFLOP/s", "of ceiling",
                 "vs peer"):
-        table.add_column(col, justify="left" if col in ("suite", "case", "impl", "peer")
-                         else "right")
+        text = col in ("suite", "case", "impl", "peer")
+        table.add_column(col, justify="left" if text else "right", no_wrap=col == "case")
     last = None
     for r in results:
         head = (r.suite, r.case) if (r.suite, r.case) != last else ("", "")
