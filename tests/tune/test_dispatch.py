@@ -25,7 +25,7 @@ def _store(key, entry):
 
 
 def test_tuned_entry_reorders_auto():
-    a, b, inputs = _gemm_inputs(5)
+    _, _, inputs = _gemm_inputs(5)
     assert resolve("gemm", inputs).name == "torch"  # untuned: highest priority
     _store(tune_key("gemm", inputs), TunedEntry("reference", None, 1.0))
     assert resolve("gemm", inputs).name == "reference"

@@ -46,7 +46,7 @@ class TuneConfig(Config):
     """
 
     families: list[str] = pydantic.Field(min_length=1)
-    shapes: list[str] = []
+    shapes: list[str] = pydantic.Field(default_factory=list)
     model: str | None = None
     dtype: str = "bf16"
     budget_s: float = pydantic.Field(600.0, gt=0)

@@ -215,9 +215,6 @@ class Tuner:
             except Exception as exc:  # a config that fails to compile or is wrong is dropped
                 result.rejected[cand] = f"{type(exc).__name__}: {exc}"
                 log.debug("rejected %s: %s", cand.describe(), exc)
-        del problem
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
         return result
 
     def tune(self, workloads: Sequence[Any], device: torch.device, dtype: torch.dtype,
@@ -227,6 +224,10 @@ class Tuner:
         results = []
         for i, w in enumerate(workloads):
             deadline = start + self.budget_s * (i + 1) / len(workloads)
-            report = None if progress is None else (lambda t, i=i, w=w: progress(i, f"{w.label}: {t}"))
+            report = None
+            if progress is not None:
+                report = lambda t, i=i, w=w: progress(i, f"{w.label}: {t}")
             results.append(self.tune_one(w, device, dtype, deadline, report))
+            if device.type == "cuda":  # the problem's tensors are gone; return their memory
+                torch.cuda.empty_cache()
         return results
