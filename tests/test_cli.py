@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("info", "list", "bench"):
+    for command in ("info", "list", "bench", "tune"):
         assert command in result.output
 
 
@@ -80,7 +80,7 @@ def tiny_suite():
 def test_bench_runs_a_suite_and_writes_json(tiny_suite, tmp_path):
     out = tmp_path / "r.json"
     result = runner.invoke(app, ["bench", tiny_suite, "--device", "cpu", "--rep-ms", "5",
-                                 "--json", str(out)])
+                                 "--json", str(out)], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "add 1000" in result.output
     data = json.loads(out.read_text())
@@ -113,7 +113,7 @@ def test_bench_reports_a_failed_check_without_timing_it(tmp_path):
 
 def test_bench_rejects_unknown_suite_and_wrong_device(tiny_suite):
     assert runner.invoke(app, ["bench", "nope"]).exit_code == 2
-    wrong = runner.invoke(app, ["bench", "norm", "--device", "cpu"])
+    wrong = runner.invoke(app, ["bench", "attention_decode", "--device", "cpu"])
     assert wrong.exit_code == 2 and "runs on cuda" in wrong.output
     listing = runner.invoke(app, ["bench", "--list"])
     assert listing.exit_code == 0 and "test_tiny" in listing.output
@@ -141,3 +141,84 @@ def test_loglevel_debug_reports_dispatch(tmp_path):
     loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, check=True)
     assert "norm.rms: using 'reference'; passed over" in loud.stderr
+
+
+@pytest.mark.parametrize("command, options", [
+    ("bench", ("--quick", "--json", "--plot", "--list", "--device")),
+    ("tune", ("--shapes", "--model-config", "--dtype", "--budget", "--output", "--show",
+              "--clear")),
+])
+def test_bench_and_tune_help(command, options):
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for option in options:
+        assert option in result.output
+
+
+def test_bench_quick_on_cpu_writes_valid_json(tmp_path):
+    out = tmp_path / "all.json"
+    result = runner.invoke(app, ["bench", "--quick", "--device", "cpu", "--rep-ms", "1",
+                                 "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    suites = {r["suite"] for r in data["results"]}
+    assert {"norm", "gemm", "scheduler"} <= suites  # several suites, one run
+    for r in data["results"]:
+        assert r["error"] is None, r
+        assert r["ms"] > 0 and (r["vs_peer"] is None or r["vs_peer"] > 0)
+    assert data["ceilings"]["matmul_tflops"] > 0 and isinstance(data["notes"], list)
+
+
+def test_bench_plot_needs_matplotlib_or_draws(tmp_path, monkeypatch):
+    from infercore.bench.plot import roofline_points
+
+    data = {"ceilings": {"device": "cpu", "copy_gbps": 10.0, "matmul_tflops": 1.0},
+            "results": [
+                {"suite": "g", "case": "c", "impl": "x", "ms": 1.0, "gbps": 2.0,
+                 "tflops": 0.5, "fraction_of_ceiling": 0.5, "error": None},
+                {"suite": "n", "case": "c", "impl": "y", "ms": 1.0, "gbps": 5.0,
+                 "tflops": None, "fraction_of_ceiling": 0.5, "error": None},
+                {"suite": "n", "case": "c", "impl": "z", "ms": float("nan"), "error": "boom"}]}
+    roof, frac = roofline_points(data)
+    assert roof == [("g: c [x]", 250.0, 0.5)] and frac == [("n: c [y]", 0.5)]
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    result = runner.invoke(app, ["bench", "test_tiny_plot_none", "--device", "cpu"])
+    assert result.exit_code == 2  # unknown suite
+    result = runner.invoke(app, ["bench", "scheduler", "--quick", "--device", "cpu",
+                                 "--rep-ms", "1", "--plot", str(tmp_path / "r.png")])
+    assert result.exit_code == 1 and "matplotlib" in result.output
+
+
+def test_tune_on_cpu_show_and_clear(tmp_path, monkeypatch):
+    from infercore import tune
+
+    cache = tmp_path / "tuning.json"
+    monkeypatch.setenv(tune.CACHE_ENV, str(cache))
+    tune.reset()
+    try:
+        result = runner.invoke(app, ["tune", "gemm", "--device", "cpu", "--shapes", "5,33,17",
+                                     "--dtype", "fp32", "--budget", "60"], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        assert "speedup" in result.output
+        [key] = json.loads(cache.read_text())["entries"]
+        assert key.startswith("cpu|gemm|float32")
+        shown = runner.invoke(app, ["tune", "--show"], terminal_width=300)
+        assert shown.exit_code == 0 and "cpu|gemm|float32" in shown.output
+        assert runner.invoke(app, ["tune", "--clear"]).exit_code == 0 and not cache.exists()
+        out = tmp_path / "shipped.json"
+        result = runner.invoke(app, ["tune", "gemm", "--device", "cpu", "--shapes", "3,5,7",
+                                     "--dtype", "fp32", "--output", str(out)])
+        assert result.exit_code == 0 and not cache.exists()
+        assert tune.TuningCache(out).read()
+    finally:
+        tune.reset()
+
+
+def test_tune_refuses_without_cuda_or_with_large_cpu_shapes():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is visible")
+    result = runner.invoke(app, ["tune", "gemm", "--shapes", "1,2,3"])
+    assert result.exit_code == 2 and "needs a CUDA device" in result.output
+    big = runner.invoke(app, ["tune", "gemm", "--device", "cpu", "--model-config", "llama-8b"])
+    assert big.exit_code == 2 and "too large" in big.output
+    assert runner.invoke(app, ["tune"]).exit_code == 2

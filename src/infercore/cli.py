@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -160,27 +161,33 @@ def list_(
 
 @app.command()
 def bench(
-    suite: Annotated[str | None, typer.Argument(help="Suite to run; omit with --list.")] = None,
+    suites: Annotated[list[str] | None, typer.Argument(
+        help="Suites to run (see --list); none: every suite that runs on the device.")] = None,
     list_suites: Annotated[bool, typer.Option("--list", help="List the suites and exit.")] = False,
-    quick: Annotated[bool, typer.Option(help="Run the suite's short case list.")] = False,
-    device: Annotated[str, typer.Option(help="Device to run on.")] = "cuda",
+    quick: Annotated[bool, typer.Option(help="Run the suites' short case lists.")] = False,
+    device: Annotated[str | None, typer.Option(
+        help="Device to run on (default: cuda when visible, else cpu).")] = None,
     rep_ms: Annotated[float, typer.Option(help="Milliseconds of repetitions per timing.")] = 100.0,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the results as JSON to this file.")
     ] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Draw a roofline PNG (needs matplotlib: infercore[plot]).")] = None,
 ) -> None:
-    """Benchmark a suite against its peers, measured in the same run.
+    """Benchmark suites against their peers, measured in the same run.
 
-    For each case: median time, achieved GB/s or TFLOP/s, the fraction of the ceiling
-    measured on this device (copy bandwidth or bf16 matmul rate), and the speed ratio
-    to the peer (>1 means infercore is faster). Correctness is checked first.
+    Measures the device's copy bandwidth and matmul rate first, then for each case: median
+    time, achieved GB/s or TFLOP/s, the fraction of the measured ceiling and the speed
+    ratio to the peer (>1 means infercore is faster). Correctness is checked first. On
+    CPU, --quick runs the suites that support it at tiny shapes (harness check).
     """
     import torch
 
     from infercore import bench as harness
+    from infercore.bench.report import results_table
 
     all_suites = harness.list_suites()
-    if list_suites or suite is None:
+    if list_suites:
         table = Table(title="benchmark suites")
         table.add_column("suite")
         table.add_column("devices")
@@ -188,44 +195,108 @@ def bench(
         for s in all_suites.values():
             table.add_row(s.name, ",".join(s.devices), s.description)
         console.print(table)
-        if suite is None and not list_suites:
-            raise typer.Exit(2)
         return
-    if suite not in all_suites:
+    unknown = [s for s in suites or [] if s not in all_suites]
+    if unknown:
         raise typer.BadParameter(
-            f"unknown suite {suite!r}; available: {', '.join(all_suites)}", param_hint="SUITE"
+            f"unknown suite(s) {', '.join(unknown)}; available: {', '.join(all_suites)}",
+            param_hint="SUITES",
         )
-    dev = torch.device(device)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise typer.BadParameter("no CUDA device is visible", param_hint="--device")
-    if dev.type not in all_suites[suite].devices:
-        raise typer.BadParameter(
-            f"suite {suite!r} runs on {', '.join(all_suites[suite].devices)}, not {dev.type}",
-            param_hint="--device",
-        )
+    for name in suites or []:
+        if dev.type not in all_suites[name].devices:
+            raise typer.BadParameter(
+                f"suite {name!r} runs on {', '.join(all_suites[name].devices)}, not {dev.type}",
+                param_hint="--device",
+            )
     with console.status(f"measuring ceilings on {dev}...") as status:
-        ceilings, results = harness.run_suite(
-            suite, dev, quick=quick, rep_ms=rep_ms,
-            progress=lambda name: status.update(f"{suite}: {name}"),
-        )
-    table = Table(title=f"{suite} on {dev} (copy {ceilings.copy_gbps:.0f} GB/s, "
-                        f"bf16 matmul {ceilings.matmul_tflops:.0f} TFLOP/s measured)")
-    for col in ("case", "impl", "ms", "GB/s", "TFLOP/s", "of ceiling", "vs peer"):
-        table.add_column(col, justify="right" if col not in ("case", "impl") else "left")
-    for r in results:
-        if r.error:
-            table.add_row(r.case, r.impl, "[red]error[/red]", r.error[:60], "", "", "")
-            continue
-        table.add_row(
-            r.case, r.impl, f"{r.ms:.4f}",
-            f"{r.gbps:.0f}" if r.gbps else "", f"{r.tflops:.1f}" if r.tflops else "",
-            f"{r.fraction_of_ceiling:.0%}" if r.fraction_of_ceiling else "",
-            f"{r.vs_peer:.2f}x {r.peer}" if r.vs_peer and r.impl != r.peer else "",
-        )
-    console.print(table)
+        ceilings, results = harness.run_suites(
+            suites or None, dev, quick=quick, rep_ms=rep_ms, progress=status.update)
+    notes = harness.peer_notes(dev)
+    console.print(results_table(ceilings, results, notes))
+    data = harness.as_dict(ceilings, results, notes)
     if json_out is not None:
-        json_out.write_text(json.dumps(harness.as_dict(ceilings, results), indent=2))
+        json_out.write_text(json.dumps(data, indent=2))
         console.print(f"wrote {json_out}")
+    if plot is not None:
+        from infercore.bench.plot import roofline
+
+        try:
+            roofline(data, plot)
+        except RuntimeError as err:
+            err_console.print(f"[red]error:[/red] {escape(str(err))}")
+            raise typer.Exit(1) from None
+        console.print(f"wrote {plot}")
+
+
+@app.command()
+def tune(
+    families: Annotated[
+        list[str] | None, typer.Argument(help="Families to tune: gemm, attention.decode.")
+    ] = None,
+    shapes: Annotated[list[str] | None, typer.Option(
+        "--shapes", help="Shapes (repeat the option, or separate by spaces): M,N,K for gemm; "
+        "BATCH,CONTEXT[,HEADS,KV_HEADS,HEAD_DIM] for attention.decode; prefix FAMILY: to "
+        "aim one at a single family.")] = None,
+    model_config: Annotated[str | None, typer.Option(
+        "--model-config", help="llama-8b, or a Hugging Face config.json/.yaml: tune its "
+        "layer shapes.")] = None,
+    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32.")] = "bf16",
+    budget: Annotated[float, typer.Option(help="Seconds for the whole run.")] = 600.0,
+    output: Annotated[Path | None, typer.Option(
+        help="Write the winners to this file instead of the tuning cache.")] = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the cache and exit.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete the cache and exit.")] = False,
+    device: Annotated[str, typer.Option(help="cuda, or cpu (tiny shapes, interpreter).")] = "cuda",
+) -> None:
+    """Time each backend and launch configuration of FAMILY at the given shapes, check it
+    against the reference, and keep the fastest in the tuning cache
+    ($INFERCORE_TUNING_CACHE or ~/.cache/infercore/tuning.json), which dispatch follows.
+    Prints the tuned vs default speedup of every key.
+    """
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from infercore import tune as tuning
+    from infercore.config import ConfigError
+    from infercore.tune.report import cache_table, results_table
+    from infercore.tune.run import check_device, plan_workloads, run_tuning
+
+    cache = tuning.TuningCache(output)
+    if show or clear:
+        if clear:
+            removed = cache.clear()
+            tuning.reset()
+            console.print(f"{'removed' if removed else 'no cache at'} {cache.path}")
+        if show:
+            console.print(cache_table(cache.read(), {} if output else tuning.shipped_entries(),
+                                      f"tuning cache {cache.path}"))
+        return
+    if not families:
+        raise typer.BadParameter("name at least one family (or use --show / --clear)",
+                                 param_hint="FAMILY")
+    specs = [part for s in shapes or [] for part in s.replace(";", " ").split()]
+    try:
+        config = tuning.TuneConfig(families=families, shapes=specs, model=model_config,
+                                   dtype=dtype, budget_s=budget, device=device, output=output)
+        check_device(torch.device(config.device))
+        total = len(plan_workloads(config))
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("tuning", total=total)
+
+            def progress(index: int, text: str) -> None:
+                bar.update(task, completed=index, description=text[:70])
+
+            report = run_tuning(config, progress=progress)
+            bar.update(task, completed=total, description="done")
+    except (ConfigError, ValueError) as err:
+        err_console.print(f"[red]error:[/red] {escape(str(err))}")
+        raise typer.Exit(2) from None
+    console.print(results_table(report.results))
+    console.print(f"wrote {report.path}")
 
 
 @app.command()

@@ -11,10 +11,12 @@ capability, required packages) and may add input-dependent reasons by extending
 3. a backend forced by the environment, ``INFERCORE_BACKEND_<FAMILY>`` with dots
    as underscores (``INFERCORE_BACKEND_NORM_RMS=reference``);
 4. the choice of an ``infercore_select_backend`` plugin hook;
-5. the first backend, by descending priority, that has no reasons against the inputs.
+5. the tuned choice for the inputs' key in the tuning cache (:mod:`infercore.tune`): a
+   backend and, for backends that take one, its launch configuration;
+6. the first backend, by descending priority, that has no reasons against the inputs.
 
 A backend chosen by 1-3 that does not fit raises ``ValueError`` with its reasons; when
-nothing fits in 5, :class:`NoBackendError` lists every backend and its reasons.
+nothing fits in 6, :class:`NoBackendError` lists every backend and its reasons.
 
 Built-in and third-party backends enter through the same plugin hook
 (``infercore_register``); the registry loads plugins lazily on first use.
@@ -142,6 +144,9 @@ class Backend:
         Lowest CUDA compute capability it needs.
     requires : tuple of str
         Importable modules it needs (``"triton"``, ``"cutlass_cppgen"``).
+    tune_config_class : type or None
+        For tunable backends: the launch configuration ``run(..., config=...)`` accepts,
+        built from a stored dict as ``tune_config_class(**dict)``; see :meth:`tune_space`.
     plugin : str or None
         Set by the registry: the plugin that registered it.
     """
@@ -154,6 +159,7 @@ class Backend:
     min_compute_capability: ClassVar[tuple[int, int] | None] = None
     requires: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    tune_config_class: ClassVar[type | None] = None
 
     def __init__(self) -> None:
         self.plugin: str | None = None
@@ -209,6 +215,11 @@ class Backend:
 
     def supports(self, inputs: Any) -> bool:
         return not self.not_supported_reasons(inputs)
+
+    def tune_space(self, inputs: Any) -> list[dict[str, Any]]:
+        """Candidate launch configurations for ``inputs`` (dicts of ``tune_config_class``
+        fields) that the tuner times besides the default; empty: nothing to tune."""
+        return []
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -391,6 +402,12 @@ class Registry:
                     break
             else:
                 log.warning("plugin policy picked unknown backend %r of %s", picked, family)
+
+        from infercore.tune import dispatch as tuning
+
+        tuned = tuning.tuned_backend(self, family, inputs)
+        if tuned is not None:
+            return tuned
 
         all_reasons: dict[str, list[str]] = {}
         for b in self._backends[family]:

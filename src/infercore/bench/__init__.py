@@ -12,6 +12,7 @@ Suites live in ``infercore.bench.suites.<name>`` and register with :func:`suite`
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 import statistics
 import time
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 __all__ = [
+    "OPTIONAL_PEERS",
     "Case",
     "Ceilings",
     "Result",
@@ -28,7 +30,9 @@ __all__ = [
     "get_suite",
     "list_suites",
     "measure_ceilings",
+    "peer_notes",
     "run_suite",
+    "run_suites",
     "suite",
     "timeit",
 ]
@@ -139,20 +143,23 @@ def timeit(fn: Callable[[], object], device: torch.device, *, warmup_ms: float =
 _CEILINGS: dict[str, Ceilings] = {}
 
 
-def measure_ceilings(device: torch.device) -> Ceilings:
-    """Measure copy bandwidth (2 GiB device-to-device) and bf16 8192^3 matmul rate once."""
+def measure_ceilings(device: torch.device, *, quick: bool = False) -> Ceilings:
+    """Measure copy bandwidth (2 GiB device-to-device) and bf16 8192^3 matmul rate once.
+
+    On CPU: a 256 MiB copy and a float32 1024^3 matmul (``quick``: 16 MiB and 256^3).
+    """
     key = str(device)
     if key in _CEILINGS:
         return _CEILINGS[key]
     if device.type != "cuda":
-        n = 1 << 26
+        n, side = (1 << 22, 256) if quick else (1 << 26, 1024)
         src = torch.randn(n, device=device)
         dst = torch.empty_like(src)
-        ms = timeit(lambda: dst.copy_(src), device)
+        ms = timeit(lambda: dst.copy_(src), device, rep_ms=20 if quick else 100)
         copy = 2 * src.numel() * src.element_size() / ms / 1e6
-        a = torch.randn(1024, 1024, device=device)
-        ms = timeit(lambda: a @ a, device)
-        ceil = Ceilings(key, copy, 2 * 1024**3 / ms / 1e9, ["CPU: fp32 1024^3 matmul"])
+        a = torch.randn(side, side, device=device)
+        ms = timeit(lambda: a @ a, device, rep_ms=20 if quick else 100)
+        ceil = Ceilings(key, copy, 2 * side**3 / ms / 1e9, [f"CPU: fp32 {side}^3 matmul"])
     else:
         src = torch.randn(1 << 28, device=device)  # 1 GiB of fp32
         dst = torch.empty_like(src)
@@ -211,7 +218,7 @@ def run_suite(name: str, device: torch.device, *, quick: bool = False,
     s = get_suite(name)
     if device.type not in s.devices:
         raise ValueError(f"suite {name!r} runs on {s.devices}, not on {device.type!r}")
-    ceilings = measure_ceilings(device)
+    ceilings = measure_ceilings(device, quick=quick)
     results: list[Result] = []
     for case in s.make_cases(device, quick):
         if progress is not None:
@@ -220,5 +227,40 @@ def run_suite(name: str, device: torch.device, *, quick: bool = False,
     return ceilings, results
 
 
-def as_dict(ceilings: Ceilings, results: list[Result]) -> dict:
-    return {"ceilings": asdict(ceilings), "results": [asdict(r) for r in results]}
+def run_suites(names: Iterable[str] | None, device: torch.device, *, quick: bool = False,
+               rep_ms: float = 100, progress: Callable[[str], None] | None = None
+               ) -> tuple[Ceilings, list[Result]]:
+    """Measure the ceilings, then run several suites (``None``: every suite that runs on
+    ``device``) into one list of results."""
+    all_suites = list_suites()
+    if names is None:
+        names = [n for n, s in all_suites.items() if device.type in s.devices]
+    names = list(names)
+    for name in names:
+        get_suite(name)
+    ceilings = measure_ceilings(device, quick=quick)
+    results: list[Result] = []
+    for name in names:
+        _, found = run_suite(name, device, quick=quick, rep_ms=rep_ms, progress=None if
+                             progress is None else (lambda c, n=name: progress(f"{n}: {c}")))
+        results += found
+    return ceilings, results
+
+
+#: Peers some suites add when their package is installed: distribution -> module.
+OPTIONAL_PEERS = {"liger-kernel": "liger_kernel", "flashinfer": "flashinfer"}
+
+
+def peer_notes(device: torch.device) -> list[str]:
+    """Which optional peers are missing here (their rows are skipped)."""
+    notes = [f"{dist} not installed: its peer rows are skipped"
+             for dist, module in OPTIONAL_PEERS.items()
+             if importlib.util.find_spec(module) is None]
+    if device.type != "cuda":
+        notes.append("CPU: torch.compile, CUDA-graph and cuBLAS peers run on CUDA only")
+    return notes
+
+
+def as_dict(ceilings: Ceilings, results: list[Result], notes: list[str] | None = None) -> dict:
+    return {"ceilings": asdict(ceilings), "results": [asdict(r) for r in results],
+            "notes": list(notes or [])}

@@ -40,15 +40,19 @@ def _usable(backend: str, inputs: GemmInputs) -> bool:
     return backend in names and get_registry().get("gemm", backend).supports(inputs)
 
 
-@suite("gemm", "bf16 GEMM vs torch.matmul (cuBLAS): FLOPs = 2MNK", bound="compute")
+@suite("gemm", "bf16 GEMM vs torch.matmul (cuBLAS): FLOPs = 2MNK", bound="compute",
+       devices=("cuda", "cpu"))
 def cases(device: torch.device, quick: bool) -> Iterator[Case]:
-    for i, (name, m, n, k, transposed) in enumerate(_shapes(quick)):
-        a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+    # CPU: one tiny float32 case (the interpreter's bf16 dots are wrong) to test the harness.
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    shapes = _shapes(quick) if device.type == "cuda" else [("tiny", 33, 65, 48, True)]
+    for i, (name, m, n, k, transposed) in enumerate(shapes):
+        a = torch.randn(m, k, device=device, dtype=dtype)
         if transposed:
-            b = torch.randn(n, k, device=device, dtype=torch.bfloat16).t()
+            b = torch.randn(n, k, device=device, dtype=dtype).t()
         else:
-            b = torch.randn(k, n, device=device, dtype=torch.bfloat16)
-        inputs = GemmInputs(a, b, None, torch.empty(m, n, device=device, dtype=torch.bfloat16))
+            b = torch.randn(k, n, device=device, dtype=dtype)
+        inputs = GemmInputs(a, b, None, torch.empty(m, n, device=device, dtype=dtype))
         impls = {"torch.matmul": lambda a=a, b=b: torch.matmul(a, b)}
         ours = [x for x in ("triton", "cutlass") if _usable(x, inputs)]
         if "cutlass" in ours and quick and i >= QUICK_CUTLASS_CASES:
@@ -65,5 +69,6 @@ def cases(device: torch.device, quick: bool) -> Iterator[Case]:
                     raise AssertionError(f"gemm {backend} {tuple(a.shape)}x{tuple(b.shape)}: "
                                          f"relative error {err:.2e}")
 
-        yield Case(f"{name} bf16{' (b=w.t())' if transposed else ''}", impls,
+        dname = str(dtype).removeprefix("torch.").replace("bfloat16", "bf16")
+        yield Case(f"{name} {dname}{' (b=w.t())' if transposed else ''}", impls,
                    peer="torch.matmul", flops=2.0 * m * n * k, check=check)

@@ -339,7 +339,7 @@ def _decode(q, k_cache, v_cache, block_tables, seq_lens, scale, sliding_window, 
         ones = torch.ones_like(seq_lens)
         C.check_values(q.device, C.paged_conditions(block_tables, seq_lens, ones,
                                                     k_cache.shape[0], k_cache.shape[1]))
-    inputs = PagedInputs(q, k_cache, v_cache, True, sliding_window, softcap)
+    inputs = PagedInputs(q, k_cache, v_cache, True, sliding_window, softcap, block_tables)
     resolve("attention.decode", inputs, backend).run(
         q, k_cache, v_cache, block_tables, seq_lens, scale=scale, sliding_window=sliding_window,
         softcap=softcap, k_scale=k_scale, v_scale=v_scale, num_splits=num_splits, out=out,

@@ -36,7 +36,8 @@ class PagedInputs(TensorInputs):
     """Inputs of ``attention.paged`` and ``attention.decode``: queries over a paged cache.
 
     ``q`` is ``[total_q, num_heads, head_dim]`` (paged) or ``[batch, num_heads, head_dim]``
-    (decode); the caches are ``[num_blocks, block_size, num_kv_heads, head_dim]``.
+    (decode); the caches are ``[num_blocks, block_size, num_kv_heads, head_dim]``;
+    ``block_tables`` (when given) sets the context capacity that tuning keys bucket.
     """
 
     q: torch.Tensor
@@ -45,6 +46,7 @@ class PagedInputs(TensorInputs):
     causal: bool
     sliding_window: int | None
     softcap: float | None
+    block_tables: torch.Tensor | None = None
 
     @property
     def head_dim(self) -> int:

@@ -198,17 +198,20 @@ def split_workspace(num_seqs: int, block_q: int, num_heads: int, num_splits: int
 
 def direct_plan(q: torch.Tensor, num_seqs: int, num_kv_heads: int, max_seqlen_q: int,
                 max_keys: int, *, one_q_per_seq: bool = False,
-                num_splits: int | None = None) -> LaunchPlan:
+                num_splits: int | None = None,
+                small_shape: TileShape | None = None) -> LaunchPlan:
     """A plan from shapes and host-known bounds only (no synchronization).
 
     All queries fit per-sequence tiles (``max_seqlen_q <= small block_q``): only the small
     launch, split along the keys. Otherwise the tiled launch covers every tile position
     and the small launch serves the short sequences, unsplit unless ``num_splits`` says.
+    ``small_shape`` replaces :func:`small_tile`'s choice (a tuned configuration).
     """
     total_q, num_heads, head_dim = q.shape
     group = num_heads // num_kv_heads
     size = q.element_size()
-    small_shape, tiled_shape = small_tile(group, head_dim, size), tiled_tile(group, head_dim, size)
+    small_shape = small_shape or small_tile(group, head_dim, size)
+    tiled_shape = tiled_tile(group, head_dim, size)
     only_small = one_q_per_seq or max_seqlen_q <= small_shape.block_q
     if num_splits is None:
         num_splits = 1

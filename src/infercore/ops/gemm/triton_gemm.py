@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+from typing import Any
+
 import torch
 
 from infercore.ops.common import TritonBackend
-from infercore.ops.gemm.triton_configs import GemmConfig
+from infercore.ops.gemm.triton_configs import (
+    GemmConfig,
+    device_class,
+    fit_shared_memory,
+    pick_config,
+    shared_memory_bytes,
+)
 from infercore.ops.gemm.triton_launch import launch_matmul
 
 
@@ -21,6 +31,41 @@ def gemm_triton(
     return out
 
 
+def _shared_memory_limit(device: torch.device) -> int:
+    props = torch.cuda.get_device_properties(device)
+    return int(getattr(props, "shared_memory_per_block_optin", 99 * 1024))
+
+
+def tune_space(m: int, in_bytes: int, out_bytes: int, device: torch.device) -> list[GemmConfig]:
+    """Candidate configurations for ``M = m`` rows: tiles sized to M (16-row tiles for
+    decode-like M), K depth, stages, and on Hopper TMA with or without persistence.
+    Configurations that do not fit the device's shared memory are left out."""
+    cls = device_class(device)
+    if cls == "interpreter":
+        return [GemmConfig(32, 32, 32, group_m=2), GemmConfig(64, 64, 64, group_m=2,
+                                                              persistent=True)]
+    hopper = cls == "sm90"
+    if m <= 32:
+        grid = itertools.product((16,), (32, 64, 128), (64, 128, 256), (3, 4, 5), (False,))
+    elif m <= 256:
+        grid = itertools.product((64, 128), (64, 128, 256), (64, 128), (3, 4), (False,))
+    else:
+        grid = itertools.product((64, 128), (128, 256), (64, 128), (3, 4), (False, True))
+    limit = _shared_memory_limit(device) - 1024
+    found: list[GemmConfig] = []
+    for bm, bn, bk, stages, persistent in grid:
+        warps = 8 if bm * bn >= 128 * 128 else 4
+        cfg = GemmConfig(bm, bn, bk, num_warps=warps, num_stages=stages,
+                         persistent=persistent, tma=hopper)
+        if hopper:
+            cfg = fit_shared_memory(cfg, in_bytes, out_bytes, limit)
+        elif shared_memory_bytes(cfg, in_bytes, 0) > limit:  # the pointer kernel
+            continue
+        if cfg not in found:
+            found.append(cfg)
+    return found
+
+
 class TritonGemm(TritonBackend):
     family = "gemm"
     name = "triton"
@@ -29,8 +74,17 @@ class TritonGemm(TritonBackend):
         "Triton tiles in grouped order; persistent + TMA descriptors on Hopper; "
         "CUDA (CPU under TRITON_INTERPRET=1)"
     )
+    tune_config_class = GemmConfig
+
+    def tune_space(self, inputs: Any) -> list[dict[str, Any]]:
+        a, out = inputs.a, inputs.out
+        default = pick_config(a.shape[0], a.element_size() * 8, a.device)
+        return [dataclasses.asdict(c)
+                for c in tune_space(a.shape[0], a.element_size(), out.element_size(), a.device)
+                if c != default]
 
     def run(
-        self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor
+        self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
+        config: GemmConfig | None = None,
     ) -> None:
-        gemm_triton(a, b, bias, out)
+        gemm_triton(a, b, bias, out, config)
