@@ -28,7 +28,7 @@ class DecodeConfig:
     num_splits: int | None = None
     block_n: int = 64
     num_warps: int = 4
-    num_stages: int = 3
+    num_stages: int = 2
 
 
 #: Candidate values the tuner times (on CUDA; the interpreter gets two small ones).
