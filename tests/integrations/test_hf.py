@@ -293,13 +293,19 @@ def test_import_does_not_import_transformers():
 @pytest.mark.cuda
 @pytest.mark.parametrize("arch", ARCHS)
 def test_apply_infercore_cuda_bf16(arch):
+    """In bf16, the patched model is about as close to the float32 model as HF's own bf16
+    run is (the two round differently, so they are compared to the exact model, not to
+    each other)."""
     model = tiny_model(arch, hidden_size=256, intermediate_size=512, head_dim=128,
-                       num_attention_heads=8, num_key_value_heads=2)
-    model = model.to("cuda", torch.bfloat16)
+                       num_attention_heads=8, num_key_value_heads=2).to("cuda")
     ids, mask = (t.cuda() for t in padded_batch())
-    ref = _logits(model, ids, mask).float()
-    hf.apply_infercore(model)
-    out = _logits(model, ids, mask).float()
-    assert torch.isfinite(out).all()
     valid = mask.bool()
-    assert_close(out[valid], ref[valid], tol=3e-2)
+    exact = _logits(model, ids, mask).float()[valid]
+    model = model.to(torch.bfloat16)
+    ref = _logits(model, ids, mask).float()[valid]
+    hf.apply_infercore(model)
+    out = _logits(model, ids, mask).float()[valid]
+    assert torch.isfinite(out).all()
+    hf_err = ((ref - exact).norm() / exact.norm()).item()
+    ours = ((out - exact).norm() / exact.norm()).item()
+    assert ours <= 1.5 * hf_err + 1e-3, (ours, hf_err)
