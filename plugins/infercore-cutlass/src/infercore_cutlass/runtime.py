@@ -95,6 +95,9 @@ def load_cutlass() -> ModuleType:
         if _module is None:
             _alias_cuda_bindings()
             with in_directory(cache_dir()):
+                # cutlass_library imports its kernel generator only when "-m" is absent
+                # from sys.argv (as in `pytest -m cuda`); cutlass_cppgen needs it.
+                importlib.import_module("cutlass_library.generator")
                 _module = importlib.import_module("cutlass_cppgen")
         return _module
 
