@@ -103,8 +103,17 @@ def _counters(device: torch.device, n: int) -> torch.Tensor:
 
 
 @triton.jit
+def _below(offs, bound, EVEN_K: tl.constexpr):
+    """``offs < bound``; all true (a constant: loads stay vectorized) when K is a multiple
+    of the tile."""
+    if EVEN_K:
+        return tl.full(offs.shape, 1, tl.int1)
+    return offs < bound
+
+
+@triton.jit
 def _tile_codes(w_ptr, offs_n, mask_n, k0, K, stride_wn, FORMAT: tl.constexpr,
-                HALF_K: tl.constexpr):
+                HALF_K: tl.constexpr, EVEN_K: tl.constexpr):
     """The weight tile as floats of its codes: int4 gives (even k, odd k) half tiles
     ``[BLOCK_N, BLOCK_K // 2]``; 8-bit formats give the tile ``[BLOCK_N, BLOCK_K]`` twice.
 
@@ -115,13 +124,14 @@ def _tile_codes(w_ptr, offs_n, mask_n, k0, K, stride_wn, FORMAT: tl.constexpr,
     offs = tl.arange(0, HALF_K)
     if FORMAT == 1:
         offs_b = k0 // 2 + offs
-        raw = tl.load(rows + offs_b[None, :], mask=mask_n[:, None] & (offs_b[None, :] < K // 2),
-                      other=0).to(tl.int32)
+        mask = mask_n[:, None] & _below(offs_b, K // 2, EVEN_K)[None, :]
+        raw = tl.load(rows + offs_b[None, :], mask=mask, other=0).to(tl.int32)
         lo = ((raw & 0xF) + _MAGIC_BITS).to(tl.float32, bitcast=True)
         hi = ((raw >> 4) + _MAGIC_BITS).to(tl.float32, bitcast=True)
         return lo, hi
     offs_k = k0 + offs
-    raw = tl.load(rows + offs_k[None, :], mask=mask_n[:, None] & (offs_k[None, :] < K), other=0)
+    mask = mask_n[:, None] & _below(offs_k, K, EVEN_K)[None, :]
+    raw = tl.load(rows + offs_k[None, :], mask=mask, other=0)
     if FORMAT == 2:
         w = raw.to(tl.float8e4nv, bitcast=True).to(tl.float32)
     else:
@@ -157,6 +167,7 @@ def _decode_kernel(
     FORMAT: tl.constexpr, HAS_ZEROS: tl.constexpr, ZERO_POINT: tl.constexpr,
     HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, GEMV_ROWS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr,
+    EVEN_K: tl.constexpr,
 ):
     # GEMV_ROWS > 0: the GEMV path over that many rows (== M); 0: the dot path.
     PARTS: tl.constexpr = 2 if FORMAT == 1 else 1  # int4: even-k and odd-k half tiles
@@ -167,7 +178,7 @@ def _decode_kernel(
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_h = tl.arange(0, HALF_K)
+    offs_bk = tl.arange(0, BLOCK_K)
     offs_g = tl.arange(0, SUBGROUPS)
     mask_n = offs_n < N
     mask_m = offs_m < M
@@ -175,10 +186,11 @@ def _decode_kernel(
     k_begin = pid_k * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, K)
     for k0 in range(k_begin, k_end, BLOCK_K):
-        even, odd = _tile_codes(w_ptr, offs_n, mask_n, k0, K, stride_wn, FORMAT, HALF_K)
+        even, odd = _tile_codes(w_ptr, offs_n, mask_n, k0, K, stride_wn, FORMAT, HALF_K,
+                                EVEN_K)
         k_group = k0 + offs_g * GROUP
         sg_ptrs = (k_group // group_size)[None, :] * N + offs_n[:, None]
-        sg_mask = mask_n[:, None] & (k_group < K)[None, :]
+        sg_mask = mask_n[:, None] & _below(k_group, K, EVEN_K)[None, :]
         scale = tl.load(s_ptr + sg_ptrs, mask=sg_mask, other=0.0).to(tl.float32)
         zero = scale
         if HAS_ZEROS:
@@ -189,17 +201,21 @@ def _decode_kernel(
             even = even - (_MAGIC + ZERO_POINT)
             if PARTS == 2:
                 odd = odd - (_MAGIC + ZERO_POINT)
-        offs_k = k0 + PARTS * offs_h  # activation columns of the even (or only) half
-        mask_k = offs_k < K
+        # Activations load contiguously; int4 splits them into even and odd columns.
+        offs_k = k0 + offs_bk
+        mask_k = _below(offs_k, K, EVEN_K)
         if GEMV_ROWS > 0:
             for m in tl.static_range(GEMV_ROWS):
-                x_row = x_ptr + m * stride_xm + offs_k
-                xa = tl.load(x_row, mask=mask_k, other=0.0).to(tl.float32)
+                xr = tl.load(x_ptr + m * stride_xm + offs_k, mask=mask_k, other=0.0)
+                xr = xr.to(tl.float32)
+                if PARTS == 2:
+                    xa, xb = tl.split(tl.reshape(xr, (HALF_K, 2)))
+                else:
+                    xa = xr
                 sums = _group_sums(even * xa[None, :], BLOCK_N, SUBGROUPS, WIDTH)
                 if HAS_ZEROS:
                     x_sums = tl.sum(tl.reshape(xa, (SUBGROUPS, WIDTH)), axis=1)
                 if PARTS == 2:
-                    xb = tl.load(x_row + 1, mask=mask_k, other=0.0).to(tl.float32)
                     sums += _group_sums(odd * xb[None, :], BLOCK_N, SUBGROUPS, WIDTH)
                     if HAS_ZEROS:
                         x_sums += tl.sum(tl.reshape(xb, (SUBGROUPS, WIDTH)), axis=1)
@@ -208,15 +224,17 @@ def _decode_kernel(
                 row = tl.sum(sums * scale, axis=1)
                 acc += tl.where(offs_m[None, :] == m, row[:, None], 0.0)
         else:
-            x_cols = x_ptr + offs_m[None, :] * stride_xm + offs_k[:, None]
-            x_mask = mask_m[None, :] & mask_k[:, None]
-            xa = tl.load(x_cols, mask=x_mask, other=0.0)
-            w = _dequant_groups(even, zero, scale, HAS_ZEROS, BLOCK_N, SUBGROUPS, WIDTH)
-            acc = tl.dot(w.to(xa.dtype), xa, acc, input_precision=DOT_PRECISION)
+            x_rows = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+            xr = tl.load(x_rows, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
             if PARTS == 2:
-                xb = tl.load(x_cols + 1, mask=x_mask, other=0.0)
+                xa, xb = tl.split(tl.reshape(xr, (BLOCK_M, HALF_K, 2)))
+            else:
+                xa = xr
+            w = _dequant_groups(even, zero, scale, HAS_ZEROS, BLOCK_N, SUBGROUPS, WIDTH)
+            acc = tl.dot(w.to(xa.dtype), tl.trans(xa), acc, input_precision=DOT_PRECISION)
+            if PARTS == 2:
                 w = _dequant_groups(odd, zero, scale, HAS_ZEROS, BLOCK_N, SUBGROUPS, WIDTH)
-                acc = tl.dot(w.to(xb.dtype), xb, acc, input_precision=DOT_PRECISION)
+                acc = tl.dot(w.to(xb.dtype), tl.trans(xb), acc, input_precision=DOT_PRECISION)
     if splits == 1:
         store_transposed(acc, bias_ptr, out_ptr, offs_n, offs_m, mask_n, mask_m, stride_om,
                          HAS_BIAS)
@@ -315,6 +333,6 @@ def splitk_linear(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | Non
         per_split * bk, splits,
         **meta, HAS_BIAS=bias is not None, DOT_PRECISION=dot_precision(x.dtype),
         GEMV_ROWS=m if gemv else 0, BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=bk,
-        GROUP=group, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        GROUP=group, EVEN_K=k % bk == 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return True
