@@ -106,9 +106,10 @@ def _counters(device: torch.device, n: int) -> torch.Tensor:
 def _below(offs, bound, EVEN_K: tl.constexpr):
     """``offs < bound``; all true (a constant: loads stay vectorized) when K is a multiple
     of the tile."""
+    mask = offs < bound
     if EVEN_K:
-        return tl.full(offs.shape, 1, tl.int1)
-    return offs < bound
+        mask = tl.full(offs.shape, 1, tl.int1)
+    return mask
 
 
 @triton.jit
@@ -126,17 +127,18 @@ def _tile_codes(w_ptr, offs_n, mask_n, k0, K, stride_wn, FORMAT: tl.constexpr,
         offs_b = k0 // 2 + offs
         mask = mask_n[:, None] & _below(offs_b, K // 2, EVEN_K)[None, :]
         raw = tl.load(rows + offs_b[None, :], mask=mask, other=0).to(tl.int32)
-        lo = ((raw & 0xF) + _MAGIC_BITS).to(tl.float32, bitcast=True)
-        hi = ((raw >> 4) + _MAGIC_BITS).to(tl.float32, bitcast=True)
-        return lo, hi
-    offs_k = k0 + offs
-    mask = mask_n[:, None] & _below(offs_k, K, EVEN_K)[None, :]
-    raw = tl.load(rows + offs_k[None, :], mask=mask, other=0)
-    if FORMAT == 2:
-        w = raw.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+        even = ((raw & 0xF) + _MAGIC_BITS).to(tl.float32, bitcast=True)
+        odd = ((raw >> 4) + _MAGIC_BITS).to(tl.float32, bitcast=True)
     else:
-        w = (raw.to(tl.int32) + _MAGIC_BITS).to(tl.float32, bitcast=True)
-    return w, w
+        offs_k = k0 + offs
+        mask = mask_n[:, None] & _below(offs_k, K, EVEN_K)[None, :]
+        raw = tl.load(rows + offs_k[None, :], mask=mask, other=0)
+        if FORMAT == 2:
+            even = raw.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+        else:
+            even = (raw.to(tl.int32) + _MAGIC_BITS).to(tl.float32, bitcast=True)
+        odd = even
+    return even, odd
 
 
 @triton.jit
@@ -147,11 +149,13 @@ def _dequant_groups(v, zero, scale, HAS_ZEROS: tl.constexpr, BLOCK_N: tl.constex
     if SUBGROUPS == 1:
         if HAS_ZEROS:
             v = v - zero
-        return v * scale
-    v3 = tl.reshape(v, (BLOCK_N, SUBGROUPS, WIDTH))
-    if HAS_ZEROS:
-        v3 = v3 - zero[:, :, None]
-    return tl.reshape(v3 * scale[:, :, None], (BLOCK_N, SUBGROUPS * WIDTH))
+        w = v * scale
+    else:
+        v3 = tl.reshape(v, (BLOCK_N, SUBGROUPS, WIDTH))
+        if HAS_ZEROS:
+            v3 = v3 - zero[:, :, None]
+        w = tl.reshape(v3 * scale[:, :, None], (BLOCK_N, SUBGROUPS * WIDTH))
+    return w
 
 
 @triton.jit
