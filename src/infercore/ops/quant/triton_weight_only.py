@@ -1,7 +1,8 @@
 """Triton ``gemm.w8a16`` / ``gemm.w4a16``: dequantize inside the GEMM.
 
 Up to :data:`~infercore.ops.quant.triton_wo_splitk.MAX_M` rows run the split-K decode
-kernel (memory-bound); more rows run the tiled prefill kernel.
+kernel (memory-bound); more rows, and int4 groups whose size is an odd multiple of 16,
+run the tiled prefill kernel.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ def weight_only_linear_triton(x: torch.Tensor, qw: QuantizedWeight,
                               bias: torch.Tensor | None) -> torch.Tensor:
     """``x [M, K]`` (unit column stride) times the dequantized weight, plus ``bias``."""
     out = torch.empty((x.shape[0], qw.out_features), dtype=x.dtype, device=x.device)
-    if x.shape[0] <= MAX_M:
-        splitk_linear(x, qw, bias, out)
-    else:
+    if x.shape[0] > MAX_M or not splitk_linear(x, qw, bias, out):
         tiled_linear(x, qw, bias, out)
     return out
 

@@ -1,23 +1,37 @@
 """Weight-only GEMM for few rows (decode): memory-bound, split-K, one pass over the weight.
 
 With ``M <= 64`` rows the work is reading the weight. The grid is ``(N tiles, K splits)``:
-each program streams the rows ``BLOCK_N`` of its tile over one slice of K (long
-contiguous runs of packed bytes, each read exactly once by the whole grid), with enough
-splits that the grid covers every SM several times. Splits write float32 partials; the
-last program of an N tile to finish (a per-tile counter) sums them in a fixed order
-(deterministic), adds the bias, writes the output and resets the counter, so one launch
-does it all and the counters are ready for the next call.
+each program streams ``BLOCK_N`` weight rows over one slice of K, ``BLOCK_K`` values per
+step. A K tile may span several groups of scales: the tile is viewed as
+``[BLOCK_N, SUBGROUPS, GROUP]`` and its ``[BLOCK_N, SUBGROUPS]`` scales are broadcast, so
+each row read per step is one long contiguous run of packed bytes.
+
+Two ways to multiply, chosen per call (:class:`DecodeConfig` ``gemv``):
+
+- GEMV (few rows): no ``tl.dot``. Each activation row multiplies the integer-valued tile
+  in float32 and the products are summed per group; each group's sum is scaled once
+  (zero points are taken off per group too: ``sum((u - z) x) = sum(u x) - z sum(x)``).
+- Dot: the tile is scaled per group and fed to ``tl.dot`` against ``x^T`` ("swap AB":
+  the weight is the left operand, the short activation side the right one).
+
+int4 values are never interleaved: the low nibbles (even k) and high nibbles (odd k) are
+two half-width tiles multiplied with the even and odd activation columns. Integer codes
+become floats with the magic-number trick of :mod:`~infercore.ops.quant.triton_dequant`.
+
+Splits write float32 partials; the last program of an N tile to finish (a per-tile
+counter) sums them in a fixed order (deterministic), adds the bias, writes the output and
+resets the counter, so one launch does it all and the counters are ready for the next call.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from infercore.ops.quant.triton_dequant import (
-    block_k,
-    dequant_tile,
     dot_precision,
     format_meta,
     sm_count,
@@ -29,13 +43,48 @@ from infercore.ops.quant.weights import QuantizedWeight
 #: Largest M this kernel serves; above it the tiled kernel fills the GPU without split-K.
 #: Initial choice, to be tuned.
 MAX_M = 64
+#: Largest M multiplied without ``tl.dot`` by default. Initial choice, to be tuned.
+GEMV_MAX_M = 4
 
-# Tiles and pipelining: initial choices, to be tuned on the GPU. BLOCK_N = 64 rows and
-# BLOCK_K = 128 values make 4-8 KB of weight per stage.
-_BLOCK_N = 64
-_BLOCK_K = 128
-_NUM_WARPS = 4
-_NUM_STAGES = 4
+_MAGIC_BITS = tl.constexpr(0x4B400000)  # float32 1.5 * 2**23 (see triton_dequant)
+_MAGIC = tl.constexpr(12582912.0)
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Launch parameters of the decode kernel.
+
+    Attributes
+    ----------
+    block_n : int
+        Weight rows (output channels) per program; a power of two.
+    block_k : int
+        K values per step; a power of two (capped so a tile never holds part of a group
+        whose size is not a power of two).
+    num_warps, num_stages : int
+        Triton launch options.
+    splits : int or None
+        K splits; ``None`` plans them from the SM count (:func:`plan_splits`).
+    gemv : bool or None
+        Multiply without ``tl.dot``; ``None`` means ``M <= GEMV_MAX_M``.
+    """
+
+    block_n: int
+    block_k: int
+    num_warps: int = 4
+    num_stages: int = 3
+    splits: int | None = None
+    gemv: bool | None = None
+
+
+# Default configurations by (bits per weight, GEMV path). Initial choices, to be tuned on
+# the GPU: 128-512 contiguous bytes per weight row and step, 4-8 KB of weight per stage.
+DEFAULT_CONFIGS = {
+    (4, True): DecodeConfig(block_n=16, block_k=512, num_warps=4, num_stages=3),
+    (8, True): DecodeConfig(block_n=16, block_k=256, num_warps=4, num_stages=3),
+    (4, False): DecodeConfig(block_n=64, block_k=256, num_warps=4, num_stages=3),
+    (8, False): DecodeConfig(block_n=64, block_k=128, num_warps=4, num_stages=3),
+}
 # Aim for this many programs per SM (several resident programs keep loads in flight) and
 # never split K more than _MAX_SPLITS ways. Initial choices, to be tuned.
 _PROGRAMS_PER_SM = 4
@@ -54,31 +103,143 @@ def _counters(device: torch.device, n: int) -> torch.Tensor:
 
 
 @triton.jit
-def _splitk_kernel(
+def _below(offs, bound, EVEN_K: tl.constexpr):
+    """``offs < bound``; all true (a constant: loads stay vectorized) when K is a multiple
+    of the tile."""
+    mask = offs < bound
+    if EVEN_K:
+        mask = tl.full(offs.shape, 1, tl.int1)
+    return mask
+
+
+@triton.jit
+def _tile_codes(w_ptr, offs_n, mask_n, k0, K, stride_wn, FORMAT: tl.constexpr,
+                HALF_K: tl.constexpr, EVEN_K: tl.constexpr):
+    """The weight tile as floats of its codes: int4 gives (even k, odd k) half tiles
+    ``[BLOCK_N, BLOCK_K // 2]``; 8-bit formats give the tile ``[BLOCK_N, BLOCK_K]`` twice.
+
+    Integer codes come out offset by the magic constant only; fp8 as its values. Columns
+    at or past K are finite (their activations load as zero).
+    """
+    rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
+    offs = tl.arange(0, HALF_K)
+    if FORMAT == 1:
+        offs_b = k0 // 2 + offs
+        mask = mask_n[:, None] & _below(offs_b, K // 2, EVEN_K)[None, :]
+        raw = tl.load(rows + offs_b[None, :], mask=mask, other=0).to(tl.int32)
+        even = ((raw & 0xF) + _MAGIC_BITS).to(tl.float32, bitcast=True)
+        odd = ((raw >> 4) + _MAGIC_BITS).to(tl.float32, bitcast=True)
+    else:
+        offs_k = k0 + offs
+        mask = mask_n[:, None] & _below(offs_k, K, EVEN_K)[None, :]
+        raw = tl.load(rows + offs_k[None, :], mask=mask, other=0)
+        if FORMAT == 2:
+            even = raw.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+        else:
+            even = (raw.to(tl.int32) + _MAGIC_BITS).to(tl.float32, bitcast=True)
+        odd = even
+    return even, odd
+
+
+@triton.jit
+def _dequant_groups(v, zero, scale, HAS_ZEROS: tl.constexpr, BLOCK_N: tl.constexpr,
+                    SUBGROUPS: tl.constexpr, WIDTH: tl.constexpr):
+    """``(v - zero) * scale`` with ``v [BLOCK_N, SUBGROUPS * WIDTH]`` and per-group
+    ``zero``, ``scale [BLOCK_N, SUBGROUPS]`` (``zero`` unused without zero points)."""
+    if SUBGROUPS == 1:
+        if HAS_ZEROS:
+            v = v - zero
+        w = v * scale
+    else:
+        v3 = tl.reshape(v, (BLOCK_N, SUBGROUPS, WIDTH))
+        if HAS_ZEROS:
+            v3 = v3 - zero[:, :, None]
+        w = tl.reshape(v3 * scale[:, :, None], (BLOCK_N, SUBGROUPS * WIDTH))
+    return w
+
+
+@triton.jit
+def _group_sums(v, BLOCK_N: tl.constexpr, SUBGROUPS: tl.constexpr, WIDTH: tl.constexpr):
+    """Sums of ``v [BLOCK_N, SUBGROUPS * WIDTH]`` per group: ``[BLOCK_N, SUBGROUPS]``."""
+    return tl.sum(tl.reshape(v, (BLOCK_N, SUBGROUPS, WIDTH)), axis=2)
+
+
+@triton.jit
+def _decode_kernel(
     x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, part_ptr, count_ptr,
-    M, N, K, stride_xm, stride_wn, stride_om, group_size, k_per_split,
+    M, N, K, stride_xm, stride_wn, stride_om, group_size, k_per_split, splits,
     FORMAT: tl.constexpr, HAS_ZEROS: tl.constexpr, ZERO_POINT: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SPLITS: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, GEMV_ROWS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr,
+    EVEN_K: tl.constexpr,
 ):
+    # GEMV_ROWS > 0: the GEMV path over that many rows (== M); 0: the dot path.
+    PARTS: tl.constexpr = 2 if FORMAT == 1 else 1  # int4: even-k and odd-k half tiles
+    HALF_K: tl.constexpr = BLOCK_K // PARTS
+    SUBGROUPS: tl.constexpr = BLOCK_K // GROUP
+    WIDTH: tl.constexpr = GROUP // PARTS  # values of one group in a half tile
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
+    offs_bk = tl.arange(0, BLOCK_K)
+    offs_g = tl.arange(0, SUBGROUPS)
     mask_n = offs_n < N
     mask_m = offs_m < M
-    x_rows = x_ptr + offs_m[None, :] * stride_xm
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     k_begin = pid_k * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, K)
     for k0 in range(k_begin, k_end, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        xt = tl.load(x_rows + offs_k[:, None], mask=mask_m[None, :] & (offs_k[:, None] < K),
-                     other=0.0)
-        w = dequant_tile(w_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, N, stride_wn, group_size,
-                         FORMAT, HAS_ZEROS, ZERO_POINT, BLOCK_K)
-        acc = tl.dot(w.to(xt.dtype), xt, acc, input_precision=DOT_PRECISION)
-    if SPLITS == 1:
+        even, odd = _tile_codes(w_ptr, offs_n, mask_n, k0, K, stride_wn, FORMAT, HALF_K,
+                                EVEN_K)
+        k_group = k0 + offs_g * GROUP
+        sg_ptrs = (k_group // group_size)[None, :] * N + offs_n[:, None]
+        sg_mask = mask_n[:, None] & _below(k_group, K, EVEN_K)[None, :]
+        scale = tl.load(s_ptr + sg_ptrs, mask=sg_mask, other=0.0).to(tl.float32)
+        zero = scale
+        if HAS_ZEROS:
+            zero = tl.load(z_ptr + sg_ptrs, mask=sg_mask, other=0).to(tl.float32)
+        if FORMAT != 2:
+            # exact small integers: u minus the implicit zero point (0 with explicit zeros,
+            # which come off per group below)
+            even = even - (_MAGIC + ZERO_POINT)
+            if PARTS == 2:
+                odd = odd - (_MAGIC + ZERO_POINT)
+        # Activations load contiguously; int4 splits them into even and odd columns.
+        offs_k = k0 + offs_bk
+        mask_k = _below(offs_k, K, EVEN_K)
+        if GEMV_ROWS > 0:
+            for m in tl.static_range(GEMV_ROWS):
+                xr = tl.load(x_ptr + m * stride_xm + offs_k, mask=mask_k, other=0.0)
+                xr = xr.to(tl.float32)
+                if PARTS == 2:
+                    xa, xb = tl.split(tl.reshape(xr, (HALF_K, 2)))
+                else:
+                    xa = xr
+                sums = _group_sums(even * xa[None, :], BLOCK_N, SUBGROUPS, WIDTH)
+                if HAS_ZEROS:
+                    x_sums = tl.sum(tl.reshape(xa, (SUBGROUPS, WIDTH)), axis=1)
+                if PARTS == 2:
+                    sums += _group_sums(odd * xb[None, :], BLOCK_N, SUBGROUPS, WIDTH)
+                    if HAS_ZEROS:
+                        x_sums += tl.sum(tl.reshape(xb, (SUBGROUPS, WIDTH)), axis=1)
+                if HAS_ZEROS:
+                    sums -= zero * x_sums[None, :]
+                row = tl.sum(sums * scale, axis=1)
+                acc += tl.where(offs_m[None, :] == m, row[:, None], 0.0)
+        else:
+            x_rows = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+            xr = tl.load(x_rows, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+            if PARTS == 2:
+                xa, xb = tl.split(tl.reshape(xr, (BLOCK_M, HALF_K, 2)))
+            else:
+                xa = xr
+            w = _dequant_groups(even, zero, scale, HAS_ZEROS, BLOCK_N, SUBGROUPS, WIDTH)
+            acc = tl.dot(w.to(xa.dtype), tl.trans(xa), acc, input_precision=DOT_PRECISION)
+            if PARTS == 2:
+                w = _dequant_groups(odd, zero, scale, HAS_ZEROS, BLOCK_N, SUBGROUPS, WIDTH)
+                acc = tl.dot(w.to(xb.dtype), tl.trans(xb), acc, input_precision=DOT_PRECISION)
+    if splits == 1:
         store_transposed(acc, bias_ptr, out_ptr, offs_n, offs_m, mask_n, mask_m, stride_om,
                          HAS_BIAS)
     else:
@@ -88,9 +249,9 @@ def _splitk_kernel(
         # Every thread's partial is stored before the (release) increment publishes it.
         tl.debug_barrier()
         finished = tl.atomic_add(count_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
-        if finished == SPLITS - 1:
+        if finished == splits - 1:
             total = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-            for split in tl.static_range(SPLITS):
+            for split in range(splits):
                 total += tl.load(part_ptr + split * M * N + tile, mask=mask, other=0.0,
                                  cache_modifier=".cg")
             store_transposed(total, bias_ptr, out_ptr, offs_n, offs_m, mask_n, mask_m,
@@ -101,32 +262,81 @@ def _splitk_kernel(
 def plan_splits(n_tiles: int, k_tiles: int, sms: int) -> tuple[int, int]:
     """(number of K splits, K tiles per split) so the grid covers the SMs several times."""
     wanted = max(1, -(-_PROGRAMS_PER_SM * sms // n_tiles))
-    splits = min(wanted, k_tiles, _MAX_SPLITS)
-    per_split = -(-k_tiles // splits)
+    return fixed_splits(min(wanted, _MAX_SPLITS), k_tiles)
+
+
+def fixed_splits(splits: int, k_tiles: int) -> tuple[int, int]:
+    """(splits, K tiles per split) for at most ``splits`` non-empty splits."""
+    per_split = -(-k_tiles // max(1, min(splits, k_tiles)))
     return -(-k_tiles // per_split), per_split
 
 
+def tile_shape(qw: QuantizedWeight, block_k: int, gemv: bool) -> tuple[int, int] | None:
+    """(BLOCK_K, GROUP): the K tile and the span of one scale inside it (a power of two
+    dividing BLOCK_K), or None when ``group_size`` leaves no usable power-of-two tile.
+
+    Groups of a power-of-two size up to ``block_k`` sit whole in a tile; larger groups
+    and one group per channel hold whole tiles; other group sizes cap the tile at the
+    largest power of two dividing them.
+    """
+    # tl.dot needs K >= 16 per operand: 32 values of int4 (two half tiles)
+    smallest = 32 if qw.bits == 4 and not gemv else 16
+    if qw.num_groups == 1:
+        bk = max(smallest, min(block_k, triton.next_power_of_2(qw.in_features)))
+        return bk, bk
+    gs = qw.group_size
+    if gs & (gs - 1) == 0:
+        bk = max(block_k, smallest)
+        return bk, min(gs, bk)
+    bk = min(block_k, gs & -gs)
+    return (bk, bk) if bk >= smallest else None
+
+
+def default_config(m: int, qw: QuantizedWeight) -> DecodeConfig:
+    """The configuration :func:`splitk_linear` uses for ``m`` rows of ``qw``."""
+    return DEFAULT_CONFIGS[(qw.bits, m <= GEMV_MAX_M)]
+
+
 def splitk_linear(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | None,
-                  out: torch.Tensor) -> None:
+                  out: torch.Tensor, *, config: DecodeConfig | None = None) -> bool:
     """``out [M, N] = x [M, K] @ dequant(qw)^T + bias`` for ``M <= MAX_M``; x has unit
-    column stride."""
+    column stride. ``config`` overrides :func:`default_config`.
+
+    Returns False, writing nothing, when the group size admits no K tile (int4 groups
+    whose size is an odd multiple of 16, on the dot path); the caller then uses another
+    kernel.
+    """
     m, k = x.shape
     n = qw.out_features
     assert 0 < m <= MAX_M
-    bk = block_k(qw, _BLOCK_K)
-    n_tiles = triton.cdiv(n, _BLOCK_N)
-    splits, per_split = plan_splits(n_tiles, triton.cdiv(k, bk), sm_count(x.device))
+    cfg = config if config is not None else default_config(m, qw)
+    gemv = cfg.gemv if cfg.gemv is not None else m <= GEMV_MAX_M
+    shape = tile_shape(qw, cfg.block_k, gemv)
+    if shape is None:
+        return False
+    bk, group = shape
+    n_tiles = triton.cdiv(n, cfg.block_n)
+    k_tiles = triton.cdiv(k, bk)
+    if cfg.splits is None:
+        splits, per_split = plan_splits(n_tiles, k_tiles, sm_count(x.device))
+    else:
+        splits, per_split = fixed_splits(cfg.splits, k_tiles)
     if splits > 1:
         partials = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
         counters = _counters(x.device, n_tiles)
     else:
         partials = counters = out
+    meta = format_meta(qw)
+    if qw.zeros is not None:
+        meta["ZERO_POINT"] = 0  # explicit zero points replace the implicit one
     zeros = qw.zeros if qw.zeros is not None else qw.scales
-    _splitk_kernel[(n_tiles, splits)](
+    block_m = triton.next_power_of_2(m) if gemv else max(16, triton.next_power_of_2(m))
+    _decode_kernel[(n_tiles, splits)](
         x, weight_bits(qw), qw.scales, zeros, bias if bias is not None else out, out, partials,
         counters, m, n, k, x.stride(0), qw.qweight.stride(0), out.stride(0), qw.group_size,
-        per_split * bk,
-        **format_meta(qw), HAS_BIAS=bias is not None, SPLITS=splits,
-        DOT_PRECISION=dot_precision(x.dtype), BLOCK_M=max(16, triton.next_power_of_2(m)),
-        BLOCK_N=_BLOCK_N, BLOCK_K=bk, num_warps=_NUM_WARPS, num_stages=_NUM_STAGES,
+        per_split * bk, splits,
+        **meta, HAS_BIAS=bias is not None, DOT_PRECISION=dot_precision(x.dtype),
+        GEMV_ROWS=m if gemv else 0, BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=bk,
+        GROUP=group, EVEN_K=k % bk == 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
+    return True

@@ -1,0 +1,156 @@
+"""The split-K decode kernel (triton_wo_splitk) directly, under explicit configurations:
+K tiles spanning several groups, the GEMV and dot paths, edge masks, group sizes,
+asymmetric zeros, split counts, and fully written (NaN-poisoned) outputs."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from infercore.ops.quant import quantize_weight, triton_wo_splitk
+from infercore.ops.quant.reference import quantized_linear_reference
+from infercore.ops.quant.triton_wo_splitk import (
+    DEFAULT_CONFIGS,
+    DecodeConfig,
+    default_config,
+    fixed_splits,
+    splitk_linear,
+    tile_shape,
+)
+from infercore.registry import backends
+from tests.helpers import assert_close, poison
+
+_TRITON = [b for b in backends("gemm.w4a16") if b.name == "triton"]
+pytestmark = pytest.mark.skipif(
+    not _TRITON or bool(_TRITON[0].environment_reasons()),
+    reason="the Triton backend is unavailable here",
+)
+
+# (method, symmetric, group_size, N, K): odd N; K tiles of 128 below hold 4, 2 or 1 groups
+# (group 32 / 64 / 128), a part of one group (per channel, K not a multiple of the tile)
+# or an odd multiple of 16 (48: the tile is capped to 16).
+FORMATS = [
+    ("int4", True, 32, 37, 384),
+    ("int4", False, 64, 29, 320),
+    ("int4", True, 128, 21, 384),
+    ("int4", False, None, 19, 298),
+    ("int8", False, 32, 37, 224),
+    ("int8", True, 128, 21, 256),
+    ("int8", True, None, 29, 301),
+    ("int8", False, 48, 23, 144),
+    ("fp8", True, 64, 19, 192),
+]
+
+
+def _case(method, symmetric, group_size, n, k, m, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    w = (torch.randn(n, k, generator=g) * 0.1).to(dtype)
+    x = torch.randn(m, k, generator=g).to(dtype)
+    bias = torch.randn(n, generator=g).to(dtype)
+    return x, quantize_weight(w, method, group_size=group_size, symmetric=symmetric), bias
+
+
+def _run(x, qw, bias, config):
+    out = poison(torch.empty((x.shape[0], qw.out_features), dtype=x.dtype))
+    assert splitk_linear(x, qw, bias, out, config=config)
+    return out
+
+
+@pytest.mark.parametrize("gemv", [True, False], ids=["gemv", "dot"])
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+def test_matches_reference(fmt, m, gemv):
+    x, qw, bias = _case(*fmt, m, torch.float16, seed=m)
+    # 3 splits of the K tiles (the partial-sum path), 16 rows per tile (a masked last one)
+    out = _run(x, qw, bias, DecodeConfig(block_n=16, block_k=128, splits=3, gemv=gemv))
+    assert_close(out, quantized_linear_reference(x.double(), qw, bias.double()),
+                 dtype=torch.float16)
+
+
+@pytest.mark.parametrize("gemv", [True, False], ids=["gemv", "dot"])
+def test_float32_wide_tiles_without_bias(gemv):
+    # 512-value tiles: 8 groups of 64 each; one split (direct store); 5 rows
+    x, qw, _ = _case("int4", False, 64, 45, 1024, 5, torch.float32, seed=3)
+    out = _run(x, qw, None, DecodeConfig(block_n=32, block_k=512, splits=1, gemv=gemv))
+    assert_close(out, quantized_linear_reference(x.double(), qw, None), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("splits", [1, 2, 5])
+def test_split_counts_agree_deterministic_and_leave_counters_at_zero(splits):
+    x, qw, bias = _case("int8", True, 32, 33, 320, 2, torch.float32, seed=5)
+    cfg = DecodeConfig(block_n=16, block_k=64, splits=splits, gemv=True)
+    first, second = _run(x, qw, bias, cfg), _run(x, qw, bias, cfg)
+    assert torch.equal(first, second)
+    if splits > 1:  # the 3 N tiles' counters are back at zero for the next call
+        assert int(triton_wo_splitk._COUNTERS[x.device][:3].abs().sum()) == 0
+    assert_close(first, quantized_linear_reference(x.double(), qw, bias.double()),
+                 dtype=torch.float32)
+
+
+def test_default_configs_run():
+    # each default: GEMV for M <= GEMV_MAX_M, dot above, for 4- and 8-bit weights
+    for method, m in [("int4", 2), ("int4", 6), ("int8", 2), ("int8", 6)]:
+        x, qw, bias = _case(method, True, 64, 21, 256, m, torch.float16, seed=m)
+        cfg = default_config(m, qw)
+        assert cfg in DEFAULT_CONFIGS.values()
+        out = _run(x, qw, bias, None)
+        assert_close(out, quantized_linear_reference(x.double(), qw, bias.double()),
+                     dtype=torch.float16)
+
+
+def test_tile_shape():
+    qw = quantize_weight(torch.randn(8, 1024), "int4", group_size=128)
+    assert tile_shape(qw, 512, gemv=True) == (512, 128)  # four groups per tile
+    assert tile_shape(qw, 64, gemv=True) == (64, 64)  # half a group per tile
+    per_channel = quantize_weight(torch.randn(8, 100), "int8", group_size=None)
+    assert tile_shape(per_channel, 512, gemv=False) == (128, 128)
+    odd = quantize_weight(torch.randn(8, 96), "int4", group_size=48)
+    assert tile_shape(odd, 256, gemv=True) == (16, 16)
+    assert tile_shape(odd, 256, gemv=False) is None  # int4 dots need 32-value tiles
+
+
+def test_int4_odd_group_on_dot_path_declines_without_writing():
+    x, qw, _ = _case("int4", True, 48, 8, 96, 5, torch.float32, seed=1)
+    out = poison(torch.empty(5, 8))
+    assert not splitk_linear(x, qw, None, out, config=DecodeConfig(16, 128, gemv=False))
+    assert out.isnan().all()
+
+
+def test_fixed_splits_never_leaves_an_empty_split():
+    for splits in range(1, 20):
+        for k_tiles in range(1, 20):
+            count, per_split = fixed_splits(splits, k_tiles)
+            assert count <= splits and (count - 1) * per_split < k_tiles <= count * per_split
+
+
+def test_config_is_a_plain_frozen_dataclass():
+    cfg = DecodeConfig(32, 256, num_warps=8, num_stages=2, splits=4, gemv=False)
+    assert dataclasses.replace(cfg, splits=None).splits is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.block_n = 64
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("m", [1, 4, 16, 64])
+@pytest.mark.parametrize("gemv", [True, False], ids=["gemv", "dot"])
+@pytest.mark.parametrize(
+    ("method", "symmetric", "group_size"),
+    [("int4", True, 128), ("int4", False, 32), ("int8", True, None), ("int8", False, 64),
+     ("fp8", True, None)],
+    ids=str,
+)
+@pytest.mark.parametrize("block", [(16, 512), (64, 256), (32, 1024)], ids=str)
+def test_bfloat16_configs_on_cuda(block, method, symmetric, group_size, gemv, m):
+    if gemv and m > 16:
+        pytest.skip("the GEMV path unrolls over rows: meant for few rows")
+    torch.manual_seed(m)
+    n, k = 1000, 2048
+    w = (torch.randn(n, k, device="cuda") * 0.02).to(torch.bfloat16)
+    qw = quantize_weight(w, method, group_size=group_size, symmetric=symmetric)
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    cfg = DecodeConfig(*block, num_warps=4, num_stages=3, gemv=gemv)
+    out = poison(torch.empty((m, n), device="cuda", dtype=torch.bfloat16))
+    assert splitk_linear(x, qw, bias, out, config=cfg)
+    assert_close(out, quantized_linear_reference(x.double(), qw, bias.double()),
+                 dtype=torch.bfloat16)
