@@ -1,0 +1,1 @@
+"""Integrations of infercore with other frameworks."""
