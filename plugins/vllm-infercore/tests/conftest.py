@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import tiny_model
 
 HERE = Path(__file__).parent

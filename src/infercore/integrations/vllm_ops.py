@@ -122,7 +122,7 @@ class InfercoreRotaryMixin:
         return run
 
     def _forward(self, method: str, positions, query, key):
-        in_tree = getattr(super(InfercoreRotaryMixin, self), method)
+        in_tree = getattr(super(), method)
         return _run("RotaryEmbedding", self._infercore(positions, query, key),
                     lambda: in_tree(positions, query, key))
 
