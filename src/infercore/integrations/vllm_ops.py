@@ -4,9 +4,9 @@ Each subclass keeps the in-tree ``__init__`` (weights, caches and attributes sta
 and overrides ``forward_native``, ``forward_cuda`` and ``forward_cpu`` to call infercore
 through its registry. Inputs no infercore backend supports (the registry raises
 :class:`~infercore.registry.NoBackendError`) and features infercore lacks (a variance size
-override, a weightless RMSNorm, rotary without keys) run vLLM's own method; the first such
-fall-back of each op is logged. Imported only by :func:`infercore.integrations.vllm.register`
-once vLLM's version is known to be supported.
+override, a weightless RMSNorm, vLLM's batch-invariant mode, rotary without keys) run
+vLLM's own method; the first such fall-back of each op is logged. Imported only by
+:func:`infercore.integrations.vllm.register` once vLLM's version is known to be supported.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from vllm import envs
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.rotary_embedding.base import RotaryEmbedding
@@ -65,7 +66,8 @@ class InfercoreRMSNorm(RMSNorm):
     """
 
     def _infercore(self, x: torch.Tensor, residual: torch.Tensor | None):
-        if self.variance_size_override is not None or not self.has_weight:
+        if (self.variance_size_override is not None or not self.has_weight
+                or envs.VLLM_BATCH_INVARIANT):
             return None
         weight, eps = self.weight.data, self.variance_epsilon
         if residual is None:
