@@ -75,19 +75,17 @@ def _attend_range(
     offs_d = tl.arange(0, HEAD_DIM_PAD)
     d_ok = offs_d < HEAD_DIM
     PAD_D: tl.constexpr = HEAD_DIM != HEAD_DIM_PAD
-    if PAGED:
-        # Block ids are read at positions clamped to the sequence's last key: every address
-        # formed from them is valid, even for lanes a mask or a pipelined (prefetched)
-        # iteration drops. Entries past ``len_k`` may hold anything. The ids of the next
-        # step are loaded one step ahead, so their latency overlaps this step's K/V loads
-        # instead of preceding them.
-        blk_next = tl.load(bt_ptr + tl.minimum(start + offs_n, len_k - 1) // PAGE_SIZE)
     for n0 in range(start, end, BLOCK_N):
         kpos = n0 + offs_n
         key_ok = kpos < len_k
         if PAGED:
-            blk = blk_next.to(tl.int64)
-            blk_next = tl.load(bt_ptr + tl.minimum(kpos + BLOCK_N, len_k - 1) // PAGE_SIZE)
+            # Block ids are read at positions clamped to the sequence's last key, and lanes
+            # past it read block 0 (``other``): every address formed from them is valid, even
+            # for lanes a mask or a pipelined (prefetched) iteration drops. Entries past
+            # ``len_k`` may hold anything. (Loading the next step's ids one step ahead by hand
+            # measured slower on an H200: decode batch 64 x 4096 3225 vs 4153 GB/s.)
+            blk = tl.load(bt_ptr + tl.minimum(kpos, len_k - 1) // PAGE_SIZE, mask=key_ok,
+                          other=0).to(tl.int64)
             slot = kpos % PAGE_SIZE
             k_off = blk * stride_kb + slot * stride_ks
             v_off = blk * stride_vb + slot * stride_vs
