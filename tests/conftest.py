@@ -20,6 +20,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 os.environ.setdefault("INFERCORE_LOGLEVEL", "warning")
+# Dispatch in tests follows the untuned defaults, not the tuning results shipped for GPUs.
+os.environ.setdefault("INFERCORE_TUNING_SHIPPED", "0")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -76,7 +76,11 @@ def test_concurrent_writers_lose_nothing(cache_path):
     assert not list(cache_path.parent.glob("*.tmp"))
 
 
-def test_shipped_defaults_parse():
+def test_shipped_defaults_parse(monkeypatch):
+    assert tune.shipped_entries() == {}  # the test session turns them off
+    monkeypatch.setenv("INFERCORE_TUNING_SHIPPED", "1")
     entries = tune.shipped_entries()
+    assert any(key.startswith("NVIDIA H200 sm90|attention.decode|") for key in entries)
     for key, entry in entries.items():
         assert key.count("|") >= 2 and entry.ms > 0
+        assert entry.default_ms >= entry.ms

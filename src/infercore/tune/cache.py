@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 CACHE_ENV = "INFERCORE_TUNING_CACHE"
+#: Set to ``0`` to ignore the tuning results shipped with the package (untuned defaults).
+SHIPPED_ENV = "INFERCORE_TUNING_SHIPPED"
 
 
 class TuningCacheWarning(UserWarning):
@@ -180,8 +182,11 @@ class TuningCache:
 
 
 def shipped_entries() -> dict[str, TunedEntry]:
-    """Entries shipped in ``infercore/tune/defaults/*.json`` (device-specific keys)."""
+    """Entries shipped in ``infercore/tune/defaults/*.json`` (device-specific keys); none
+    when ``$INFERCORE_TUNING_SHIPPED`` is ``0``."""
     entries: dict[str, TunedEntry] = {}
+    if os.environ.get(SHIPPED_ENV, "1").strip() == "0":
+        return entries
     folder = resources.files("infercore.tune") / "defaults"
     for item in sorted(folder.iterdir(), key=lambda p: p.name):
         if not item.name.endswith(".json"):
