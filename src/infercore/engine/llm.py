@@ -3,7 +3,9 @@
 A step is ``Scheduler.schedule()`` -> :class:`ModelRunner` (batch tensors, model,
 sampling) -> ``Scheduler.update()``; the scheduler and the paged KV cache are the
 registry's components, so prefix caching and chunked prefill are switched by
-:class:`EngineConfig`.
+:class:`EngineConfig`. With ``EngineConfig(speculative=...)`` a step first drafts tokens
+for the decoding requests and verifies them in the same forward
+(:mod:`infercore.engine.spec`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from infercore.engine.loader import load_config, load_weights
 from infercore.engine.model import LlamaModel, ModelWeights
 from infercore.engine.outputs import RequestOutput, StreamChunk
 from infercore.engine.runner import ModelRunner, step_seed
+from infercore.engine.spec import Speculator
 from infercore.engine.tiny import TINY_RANDOM, tiny_random_args, tiny_random_weights
 from infercore.engine.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
 from infercore.sched import Request, Scheduler, SchedulerConfig
+from infercore.spec import AcceptanceStats
 
 __all__ = ["LLM", "Prompt"]
 
@@ -146,10 +150,34 @@ class LLM:
             max_num_batched_tokens=budget, max_model_len=self.max_model_len,
             graph_batch_sizes=graphs,
         )
+        self.speculator = self._speculator(config, args) if config.speculative else None
         eos = self.tokenizer.eos_token_id if self.tokenizer is not None else None
         self.eos_token_ids = set(args.eos_token_ids) | ({eos} if eos is not None else set())
         self._live: dict[str, _Live] = {}
         self._ids = itertools.count()
+
+    def _speculator(self, config: EngineConfig, args: ModelArgs) -> Speculator:
+        spec = config.speculative
+        assert spec is not None
+        draft = None
+        if spec.method == "draft_model":
+            name = spec.draft_model
+            draft_args = tiny_random_args() if name == TINY_RANDOM else load_config(name)
+            if name == TINY_RANDOM:
+                weights = tiny_random_weights(draft_args, seed=config.seed, dtype=self.dtype,
+                                              device=self.device)
+            else:
+                weights = load_weights(name, draft_args, dtype=self.dtype, device=self.device)
+            draft = LlamaModel(draft_args, weights)
+        return Speculator(spec, args.vocab_size, draft=draft, block_size=config.block_size,
+                          num_blocks=spec.draft_num_blocks or self.cache.num_blocks)
+
+    @property
+    def stats(self) -> AcceptanceStats | None:
+        """Acceptance statistics of speculative decoding (``None`` when it is off):
+        ``stats.total.acceptance_rate``, ``stats.summary()``, ``stats[request_id]`` for
+        running requests."""
+        return self.speculator.stats if self.speculator is not None else None
 
     @staticmethod
     def _max_model_len(config: EngineConfig, args: ModelArgs) -> int:
@@ -239,18 +267,27 @@ class LLM:
 
     def step(self) -> list[_Live]:
         """Run one scheduler step; return the requests that got new tokens."""
-        out = self.scheduler.schedule()
+        live = self._live
+        drafts = None
+        if self.speculator is not None:
+            decoding = self.scheduler.decoding
+            drafts = self.speculator.propose(
+                decoding, [live[r.request_id].params for r in decoding])
+        out = self.scheduler.schedule(drafts)
         if out.num_requests == 0:
             raise RuntimeError(f"the scheduler found no work for its unfinished requests "
                                f"({self.scheduler!r})")
-        logits = self.runner.logits(out)
-        live = self._live
         tracked = [live[r.request_id] for r in out.requests]
         params = [t.params for t in tracked]
         seeds = None
         if any(p.temperature > 0 for p in params):
             seeds = [step_seed(t.seed, t.request.num_tokens) for t in tracked]
-        tokens = self.runner.sample(logits, params, seeds)
+        if out.num_spec_tokens:
+            assert self.speculator is not None
+            logits = self.runner.verify_logits(out)
+            tokens = self.speculator.verify(logits, out, params, seeds)
+        else:
+            tokens = self.runner.sample(self.runner.logits(out), params, seeds)
         self.scheduler.update(out, tokens)
         changed = []
         for t in tracked:
@@ -268,6 +305,8 @@ class LLM:
         if self.tokenizer is not None:
             t.output.text = self.tokenizer.decode(t.output.token_ids)
         del self._live[req.request_id]
+        if self.speculator is not None:
+            self.speculator.stats.remove(req.request_id)
 
     def generate(
         self,
