@@ -8,7 +8,7 @@
 """
 
 from infercore.engine.arch import SUPPORTED_ARCHITECTURES, ModelArgs
-from infercore.engine.config import EngineConfig, SamplingParams
+from infercore.engine.config import EngineConfig, SamplingParams, SpeculativeConfig
 from infercore.engine.llm import LLM
 from infercore.engine.model import LlamaModel
 from infercore.engine.outputs import RequestOutput, StreamChunk
@@ -25,5 +25,6 @@ __all__ = [
     "ModelRunner",
     "RequestOutput",
     "SamplingParams",
+    "SpeculativeConfig",
     "StreamChunk",
 ]
