@@ -5,7 +5,8 @@ sampling) -> ``Scheduler.update()``; the scheduler and the paged KV cache are th
 registry's components, so prefix caching and chunked prefill are switched by
 :class:`EngineConfig`. With ``EngineConfig(speculative=...)`` a step first drafts tokens
 for the decoding requests and verifies them in the same forward
-(:mod:`infercore.engine.spec`).
+(:mod:`infercore.engine.spec`). Under several ranks (``tensor_parallel_size``) the
+weights are split over them (:mod:`infercore.engine.parallel`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ from infercore.engine.config import EngineConfig, SamplingParams
 from infercore.engine.loader import load_config, load_weights
 from infercore.engine.model import LlamaModel, ModelWeights
 from infercore.engine.outputs import RequestOutput, StreamChunk
+from infercore.engine.parallel import (
+    ParallelLlamaModel,
+    agree_num_blocks,
+    broadcast_tokens,
+    shard_args,
+    shard_weights,
+    tensor_parallel_communicator,
+)
 from infercore.engine.runner import ModelRunner, step_seed
 from infercore.engine.spec import Speculator
 from infercore.engine.tiny import TINY_RANDOM, tiny_random_args, tiny_random_weights
@@ -100,7 +109,12 @@ class LLM:
         if dtype is not None:
             config = EngineConfig(**{**config.model_dump(), "dtype": dtype})
         self.config = config
-        device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.comm = tensor_parallel_communicator(config.tensor_parallel_size, config.device)
+        if self.comm is not None:
+            device = torch.device(self.comm.device)
+        else:
+            device = torch.device(config.device or ("cuda" if torch.cuda.is_available()
+                                                    else "cpu"))
         self.tokenizer: Tokenizer | None = None
         if isinstance(model, ModelArgs):
             if weights is None:
@@ -115,30 +129,33 @@ class LLM:
         if tokenizer is not None:
             self.tokenizer = tokenizer
         self.dtype = _torch_dtype(config.dtype, args.torch_dtype, device)
+        # Under tensor parallelism each rank reads the whole checkpoint on the CPU and
+        # keeps its shard.
+        load_on = device if self.comm is None else torch.device("cpu")
         if weights is None:
             if str(model) == TINY_RANDOM:
                 weights = tiny_random_weights(args, seed=config.seed, dtype=self.dtype,
-                                              device=device)
+                                              device=load_on)
             else:
-                weights = load_weights(model, args, dtype=self.dtype, device=device)
+                weights = load_weights(model, args, dtype=self.dtype, device=load_on)
         self.args: ModelArgs = args
-        self.model = LlamaModel(args, weights)
+        if self.comm is None:
+            self.model = LlamaModel(args, weights)
+        else:
+            ws, rank = self.comm.world_size, self.comm.rank
+            self.model = ParallelLlamaModel(
+                shard_args(args, ws), shard_weights(args, weights, ws, rank, device),
+                self.comm, args.vocab_size)
         self.device = self.model.device
         self.max_model_len = self._max_model_len(config, args)
         budget = config.max_num_batched_tokens
         if not config.enable_chunked_prefill:
             budget = max(budget, self.max_model_len)
-        self.cache = KVCacheManager(
-            KVCacheConfig(
-                block_size=config.block_size,
-                num_blocks=config.num_blocks,
-                max_memory_bytes=config.cpu_kv_cache_bytes if self.device.type == "cpu" else None,
-                gpu_memory_utilization=config.gpu_memory_utilization,
-                enable_prefix_caching=config.enable_prefix_caching,
-            ),
-            KVCacheLayout(args.num_layers, args.num_kv_heads, args.head_dim, self.dtype),
-            device=self.device,
-        )
+        self.cache = self._kv_cache(config.num_blocks)
+        if self.comm is not None and config.num_blocks is None:
+            agreed = agree_num_blocks(self.comm, self.cache.num_blocks)
+            if agreed != self.cache.num_blocks:
+                self.cache = self._kv_cache(agreed)
         self.scheduler = Scheduler(
             SchedulerConfig(max_num_seqs=config.max_num_seqs, max_num_batched_tokens=budget,
                             max_model_len=self.max_model_len),
@@ -155,6 +172,21 @@ class LLM:
         self.eos_token_ids = set(args.eos_token_ids) | ({eos} if eos is not None else set())
         self._live: dict[str, _Live] = {}
         self._ids = itertools.count()
+
+    def _kv_cache(self, num_blocks: int | None) -> KVCacheManager:
+        """The paged KV cache of the model's (the rank's) KV heads."""
+        config, a = self.config, self.model.args
+        return KVCacheManager(
+            KVCacheConfig(
+                block_size=config.block_size,
+                num_blocks=num_blocks,
+                max_memory_bytes=config.cpu_kv_cache_bytes if self.device.type == "cpu" else None,
+                gpu_memory_utilization=config.gpu_memory_utilization,
+                enable_prefix_caching=config.enable_prefix_caching,
+            ),
+            KVCacheLayout(a.num_layers, a.num_kv_heads, a.head_dim, self.dtype),
+            device=self.device,
+        )
 
     def _speculator(self, config: EngineConfig, args: ModelArgs) -> Speculator:
         spec = config.speculative
@@ -288,6 +320,8 @@ class LLM:
             tokens = self.speculator.verify(logits, out, params, seeds)
         else:
             tokens = self.runner.sample(self.runner.logits(out), params, seeds)
+        if self.comm is not None:
+            tokens = broadcast_tokens(self.comm, tokens, 1 + max(out.num_draft_tokens, default=0))
         self.scheduler.update(out, tokens)
         changed = []
         for t in tracked:
