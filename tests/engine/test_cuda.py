@@ -46,3 +46,21 @@ def test_bf16_tokens_are_near_argmax_and_seeded_sampling_repeats(llama_dir):
     params = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=16, seed=5)
     first = [o.token_ids for o in llm.generate(prompts, params)]
     assert [o.token_ids for o in llm.generate(prompts, params)] == first
+
+
+@pytest.mark.parametrize("method", ["ngram", "draft_model"])
+def test_speculative_greedy_matches_hf_fp32(llama_dir, method):
+    """Verification steps run eagerly next to graph-replayed plain decodes."""
+    from infercore.engine import SpeculativeConfig
+
+    prompts = [p + p for p in _prompts()]
+    expected = hf_greedy(llama_dir, prompts, 12)
+    spec = SpeculativeConfig(method=method, num_speculative_tokens=3,
+                             draft_model=llama_dir if method == "draft_model" else None)
+    config = EngineConfig(device="cuda", block_size=16, max_num_seqs=8,
+                          max_num_batched_tokens=256, num_blocks=128, speculative=spec,
+                          cuda_graph_batch_sizes=[1, 2, 4, 8])
+    llm = LLM(llama_dir, dtype="float32", config=config)
+    outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=12))
+    assert [o.token_ids for o in outs] == expected
+    assert llm.stats.total.num_spec_steps > 0

@@ -63,7 +63,9 @@ class FakeRunner:
         bs = self.block_size
         return self.kv[table[cache_pos // bs] * bs + cache_pos % bs]
 
-    def step(self, out: SchedulerOutput) -> list[int]:
+    def step(self, out: SchedulerOutput) -> list[int] | list[list[int]]:
+        """Run a step: one token per request, or, in a step with draft tokens, each
+        request's emitted tokens (its drafts verified greedily)."""
         bs = self.block_size
         for src, dst in out.block_copies:
             self.kv[dst * bs : (dst + 1) * bs] = self.kv[src * bs : (src + 1) * bs]
@@ -80,9 +82,24 @@ class FakeRunner:
                 prev = self._read(table, pos - 1) if pos > 0 else ROOT
                 self.kv[slot] = kv_of(prev, tok)
             dropped, sink = req.blocks.num_dropped_tokens, self.sink_tokens
-            full = chain(req.token_ids[: s.seq_len + dropped])
+            # The step's tokens follow the request's earlier ones (drafts are not yet part
+            # of the request).
+            seen = req.token_ids[: s.positions[0] + dropped] + s.token_ids
+            full = chain(seen[: s.seq_len + dropped])
             expected = full[: min(sink, s.seq_len)] + full[sink + dropped :]
             actual = [self._read(table, p) for p in range(s.seq_len)]
             assert actual == expected, f"{req.request_id}: the cache holds other tokens' KV"
-            sampled.append(next_token(actual[-1], self.vocab))
-        return sampled
+            sampled.append([next_token(kv, self.vocab) for kv in actual[-len(s.token_ids):]])
+        return [row[-1] for row in sampled] if not out.num_draft_tokens else [
+            self._verify(row, s.token_ids[1:]) if i < out.num_decodes else row[-1:]
+            for i, (row, s) in enumerate(zip(sampled, out.scheduled, strict=True))
+        ]
+
+    @staticmethod
+    def _verify(targets: list[int], drafts: list[int]) -> list[int]:
+        """Greedy verification: the drafts while they equal the model's tokens, then the
+        model's token at the first mismatch (or after the last draft)."""
+        n = 0
+        while n < len(drafts) and drafts[n] == targets[n]:
+            n += 1
+        return [*drafts[:n], targets[n]]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 import pydantic
 
 from infercore.config import Config
+from infercore.spec.ngram import NgramConfig
 
-__all__ = ["DTYPES", "EngineConfig", "SamplingParams"]
+__all__ = ["DTYPES", "EngineConfig", "SamplingParams", "SpeculativeConfig"]
 
 #: Names accepted for ``dtype``: ``"auto"`` takes the checkpoint's ``torch_dtype``.
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -51,6 +52,45 @@ class SamplingParams(Config):
     n: int = pydantic.Field(1, ge=1)
 
 
+class SpeculativeConfig(Config):
+    """Speculative decoding in the engine.
+
+    Each step, every decoding request gets up to ``num_speculative_tokens`` draft tokens
+    from the proposer; the target model scores the request's last token and its drafts in
+    one forward, and the verifier emits the accepted drafts plus one target token
+    (:func:`infercore.spec.greedy_verify` when every request is greedy, otherwise the
+    exact :func:`infercore.spec.rejection_sample`: tokens keep the target's distribution).
+
+    Attributes
+    ----------
+    method : "ngram" or "draft_model"
+        ``ngram``: prompt lookup (drafts copied from the request's own earlier tokens).
+        ``draft_model``: a smaller model with the target's vocabulary, run ``k`` steps.
+    num_speculative_tokens : int
+        Drafts per request and step (``k``); initial default, to be tuned.
+    ngram : NgramConfig
+        Suffix lengths of the ``ngram`` proposer.
+    draft_model : str, optional
+        The draft for ``draft_model``: a local Hugging Face directory or ``"tiny-random"``;
+        loaded in the engine's dtype on its device, with its own paged KV cache.
+    draft_num_blocks : int, optional
+        KV-cache blocks of the draft; default as many as the target's cache has.
+    """
+
+    method: Literal["ngram", "draft_model"] = "ngram"
+    num_speculative_tokens: int = pydantic.Field(4, ge=1)
+    ngram: NgramConfig = pydantic.Field(default_factory=NgramConfig)
+    draft_model: str | None = None
+    draft_num_blocks: int | None = pydantic.Field(None, ge=1)
+
+    @pydantic.model_validator(mode="after")
+    def _draft_given(self) -> Self:
+        if self.method == "draft_model" and self.draft_model is None:
+            raise ValueError("method='draft_model' needs draft_model (a directory or "
+                             "'tiny-random')")
+        return self
+
+
 class EngineConfig(Config):
     """Settings of :class:`~infercore.engine.LLM`.
 
@@ -90,6 +130,14 @@ class EngineConfig(Config):
     cuda_graph_batch_sizes : list of int, optional
         Batch sizes captured; a decode step of ``b`` requests replays the smallest size
         ``>= b``. Default 1, 2, 4, 8 and multiples of 16 up to ``max_num_seqs``.
+        Speculative verification steps run eagerly.
+    speculative : SpeculativeConfig, optional
+        Speculative decoding; off when ``None``.
+    tensor_parallel_size : int
+        Ranks the weights are split over. Above 1 the engine runs under a launcher
+        (``python -m infercore.comm.launch -n N``, or ``torchrun``) with one process per
+        rank, each calling the same ``LLM(...)`` and ``generate(...)``; the default 1
+        also follows an initialized ``torch.distributed`` world of several ranks.
     """
 
     dtype: str = "auto"
@@ -106,6 +154,8 @@ class EngineConfig(Config):
     cpu_kv_cache_bytes: int = pydantic.Field(1 << 28, ge=1)
     cuda_graph: bool = True
     cuda_graph_batch_sizes: list[pydantic.PositiveInt] | None = None
+    speculative: SpeculativeConfig | None = None
+    tensor_parallel_size: int = pydantic.Field(1, ge=1)
 
     @pydantic.field_validator("dtype")
     @classmethod

@@ -3,7 +3,10 @@
 A step is ``Scheduler.schedule()`` -> :class:`ModelRunner` (batch tensors, model,
 sampling) -> ``Scheduler.update()``; the scheduler and the paged KV cache are the
 registry's components, so prefix caching and chunked prefill are switched by
-:class:`EngineConfig`.
+:class:`EngineConfig`. With ``EngineConfig(speculative=...)`` a step first drafts tokens
+for the decoding requests and verifies them in the same forward
+(:mod:`infercore.engine.spec`). Under several ranks (``tensor_parallel_size``) the
+weights are split over them (:mod:`infercore.engine.parallel`).
 """
 
 from __future__ import annotations
@@ -21,10 +24,20 @@ from infercore.engine.config import EngineConfig, SamplingParams
 from infercore.engine.loader import load_config, load_weights
 from infercore.engine.model import LlamaModel, ModelWeights
 from infercore.engine.outputs import RequestOutput, StreamChunk
+from infercore.engine.parallel import (
+    ParallelLlamaModel,
+    agree_num_blocks,
+    broadcast_tokens,
+    shard_args,
+    shard_weights,
+    tensor_parallel_communicator,
+)
 from infercore.engine.runner import ModelRunner, step_seed
+from infercore.engine.spec import Speculator
 from infercore.engine.tiny import TINY_RANDOM, tiny_random_args, tiny_random_weights
 from infercore.engine.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
 from infercore.sched import Request, Scheduler, SchedulerConfig
+from infercore.spec import AcceptanceStats
 
 __all__ = ["LLM", "Prompt"]
 
@@ -96,7 +109,12 @@ class LLM:
         if dtype is not None:
             config = EngineConfig(**{**config.model_dump(), "dtype": dtype})
         self.config = config
-        device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.comm = tensor_parallel_communicator(config.tensor_parallel_size, config.device)
+        if self.comm is not None:
+            device = torch.device(self.comm.device)
+        else:
+            device = torch.device(config.device or ("cuda" if torch.cuda.is_available()
+                                                    else "cpu"))
         self.tokenizer: Tokenizer | None = None
         if isinstance(model, ModelArgs):
             if weights is None:
@@ -111,30 +129,33 @@ class LLM:
         if tokenizer is not None:
             self.tokenizer = tokenizer
         self.dtype = _torch_dtype(config.dtype, args.torch_dtype, device)
+        # Under tensor parallelism each rank reads the whole checkpoint on the CPU and
+        # keeps its shard.
+        load_on = device if self.comm is None else torch.device("cpu")
         if weights is None:
             if str(model) == TINY_RANDOM:
                 weights = tiny_random_weights(args, seed=config.seed, dtype=self.dtype,
-                                              device=device)
+                                              device=load_on)
             else:
-                weights = load_weights(model, args, dtype=self.dtype, device=device)
+                weights = load_weights(model, args, dtype=self.dtype, device=load_on)
         self.args: ModelArgs = args
-        self.model = LlamaModel(args, weights)
+        if self.comm is None:
+            self.model = LlamaModel(args, weights)
+        else:
+            ws, rank = self.comm.world_size, self.comm.rank
+            self.model = ParallelLlamaModel(
+                shard_args(args, ws), shard_weights(args, weights, ws, rank, device),
+                self.comm, args.vocab_size)
         self.device = self.model.device
         self.max_model_len = self._max_model_len(config, args)
         budget = config.max_num_batched_tokens
         if not config.enable_chunked_prefill:
             budget = max(budget, self.max_model_len)
-        self.cache = KVCacheManager(
-            KVCacheConfig(
-                block_size=config.block_size,
-                num_blocks=config.num_blocks,
-                max_memory_bytes=config.cpu_kv_cache_bytes if self.device.type == "cpu" else None,
-                gpu_memory_utilization=config.gpu_memory_utilization,
-                enable_prefix_caching=config.enable_prefix_caching,
-            ),
-            KVCacheLayout(args.num_layers, args.num_kv_heads, args.head_dim, self.dtype),
-            device=self.device,
-        )
+        self.cache = self._kv_cache(config.num_blocks)
+        if self.comm is not None and config.num_blocks is None:
+            agreed = agree_num_blocks(self.comm, self.cache.num_blocks)
+            if agreed != self.cache.num_blocks:
+                self.cache = self._kv_cache(agreed)
         self.scheduler = Scheduler(
             SchedulerConfig(max_num_seqs=config.max_num_seqs, max_num_batched_tokens=budget,
                             max_model_len=self.max_model_len),
@@ -146,10 +167,49 @@ class LLM:
             max_num_batched_tokens=budget, max_model_len=self.max_model_len,
             graph_batch_sizes=graphs,
         )
+        self.speculator = self._speculator(config, args) if config.speculative else None
         eos = self.tokenizer.eos_token_id if self.tokenizer is not None else None
         self.eos_token_ids = set(args.eos_token_ids) | ({eos} if eos is not None else set())
         self._live: dict[str, _Live] = {}
         self._ids = itertools.count()
+
+    def _kv_cache(self, num_blocks: int | None) -> KVCacheManager:
+        """The paged KV cache of the model's (the rank's) KV heads."""
+        config, a = self.config, self.model.args
+        return KVCacheManager(
+            KVCacheConfig(
+                block_size=config.block_size,
+                num_blocks=num_blocks,
+                max_memory_bytes=config.cpu_kv_cache_bytes if self.device.type == "cpu" else None,
+                gpu_memory_utilization=config.gpu_memory_utilization,
+                enable_prefix_caching=config.enable_prefix_caching,
+            ),
+            KVCacheLayout(a.num_layers, a.num_kv_heads, a.head_dim, self.dtype),
+            device=self.device,
+        )
+
+    def _speculator(self, config: EngineConfig, args: ModelArgs) -> Speculator:
+        spec = config.speculative
+        assert spec is not None
+        draft = None
+        if spec.method == "draft_model":
+            name = spec.draft_model
+            draft_args = tiny_random_args() if name == TINY_RANDOM else load_config(name)
+            if name == TINY_RANDOM:
+                weights = tiny_random_weights(draft_args, seed=config.seed, dtype=self.dtype,
+                                              device=self.device)
+            else:
+                weights = load_weights(name, draft_args, dtype=self.dtype, device=self.device)
+            draft = LlamaModel(draft_args, weights)
+        return Speculator(spec, args.vocab_size, draft=draft, block_size=config.block_size,
+                          num_blocks=spec.draft_num_blocks or self.cache.num_blocks)
+
+    @property
+    def stats(self) -> AcceptanceStats | None:
+        """Acceptance statistics of speculative decoding (``None`` when it is off):
+        ``stats.total.acceptance_rate``, ``stats.summary()``, ``stats[request_id]`` for
+        running requests."""
+        return self.speculator.stats if self.speculator is not None else None
 
     @staticmethod
     def _max_model_len(config: EngineConfig, args: ModelArgs) -> int:
@@ -239,18 +299,29 @@ class LLM:
 
     def step(self) -> list[_Live]:
         """Run one scheduler step; return the requests that got new tokens."""
-        out = self.scheduler.schedule()
+        live = self._live
+        drafts = None
+        if self.speculator is not None:
+            decoding = self.scheduler.decoding
+            drafts = self.speculator.propose(
+                decoding, [live[r.request_id].params for r in decoding])
+        out = self.scheduler.schedule(drafts)
         if out.num_requests == 0:
             raise RuntimeError(f"the scheduler found no work for its unfinished requests "
                                f"({self.scheduler!r})")
-        logits = self.runner.logits(out)
-        live = self._live
         tracked = [live[r.request_id] for r in out.requests]
         params = [t.params for t in tracked]
         seeds = None
         if any(p.temperature > 0 for p in params):
             seeds = [step_seed(t.seed, t.request.num_tokens) for t in tracked]
-        tokens = self.runner.sample(logits, params, seeds)
+        if out.num_spec_tokens:
+            assert self.speculator is not None
+            logits = self.runner.verify_logits(out)
+            tokens = self.speculator.verify(logits, out, params, seeds)
+        else:
+            tokens = self.runner.sample(self.runner.logits(out), params, seeds)
+        if self.comm is not None:
+            tokens = broadcast_tokens(self.comm, tokens, 1 + max(out.num_draft_tokens, default=0))
         self.scheduler.update(out, tokens)
         changed = []
         for t in tracked:
@@ -268,6 +339,8 @@ class LLM:
         if self.tokenizer is not None:
             t.output.text = self.tokenizer.decode(t.output.token_ids)
         del self._live[req.request_id]
+        if self.speculator is not None:
+            self.speculator.stats.remove(req.request_id)
 
     def generate(
         self,

@@ -51,6 +51,8 @@ class LlamaModel:
     Parameters
     ----------
     args : ModelArgs
+        The model's shape (under tensor parallelism, a rank's share of the heads and of
+        the intermediate size: see :mod:`infercore.engine.parallel`).
     weights : ModelWeights
         On one device, all of one floating dtype.
     """
@@ -113,11 +115,21 @@ class LlamaModel:
             ops.kv.write(k, v, k_cache, v_cache, slot_mapping, skip_checks=True)
             o = attention.run(q, k_cache, v_cache, sliding_window=a.sliding_window,
                               skip_checks=True)
-            h = ops.linear(o.view(t, a.q_size), layer.o_proj)
+            h = self.reduce(ops.linear(o.view(t, a.q_size), layer.o_proj))
             x, residual = ops.fused_add_rms_norm(h, residual, layer.post_norm, eps)
-            h = ops.linear(ops.silu_and_mul(ops.linear(x, layer.gate_up)), layer.down)
+            h = self.reduce(ops.linear(ops.silu_and_mul(ops.linear(x, layer.gate_up)),
+                                       layer.down))
         assert residual is not None, "a model has at least one layer"
         if logits_indices is not None:
             h, residual = h[logits_indices], residual[logits_indices]
         x, _ = ops.fused_add_rms_norm(h, residual, w.norm, eps)
-        return ops.linear(x, w.lm_head)
+        return self.lm_head(x)
+
+    def reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        """Sum of a row-parallel projection over the tensor-parallel ranks (one rank:
+        the tensor itself)."""
+        return partial
+
+    def lm_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, vocab]`` of final hidden states ``[N, hidden]``."""
+        return ops.linear(x, self.weights.lm_head)

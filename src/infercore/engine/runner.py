@@ -4,7 +4,8 @@ It turns a :class:`~infercore.sched.SchedulerOutput` into device tensors (NumPy 
 copied once), plans paged attention once for the step, runs the model and samples one
 token per request with :func:`infercore.ops.sample`. On CUDA, decode-only steps replay a
 CUDA graph captured for the smallest batch size that holds them (inputs padded with
-skipped slots); prefill and mixed steps, and every step on CPU, run eagerly.
+skipped slots); prefill and mixed steps, speculative verification steps (several query
+tokens per decode, :meth:`ModelRunner.verify_logits`) and every step on CPU run eagerly.
 """
 
 from __future__ import annotations
@@ -145,15 +146,19 @@ class ModelRunner:
 
     # -- eager ----------------------------------------------------------------------------
 
-    def _eager(self, arrays: BatchArrays) -> torch.Tensor:
+    def _eager(self, arrays: BatchArrays, logits_indices: np.ndarray | None = None
+               ) -> torch.Tensor:
+        """Logits of ``logits_indices`` (default each request's last token)."""
         dev = self.device
         cu = torch.from_numpy(arrays.query_start_loc)
         self.eager.plan(cu, torch.from_numpy(arrays.seq_lens),
                         torch.from_numpy(arrays.block_tables))
         host = np.stack([arrays.input_ids, arrays.positions, arrays.slot_mapping])
         ids, positions, slots = torch.from_numpy(host).to(dev, non_blocking=True)
-        last = torch.from_numpy(arrays.query_start_loc[1:].astype(np.int64) - 1)
-        return self.model.forward(ids, positions, slots, self.eager, last.to(dev))
+        if logits_indices is None:
+            logits_indices = arrays.query_start_loc[1:].astype(np.int64) - 1
+        index = torch.from_numpy(logits_indices).to(dev)
+        return self.model.forward(ids, positions, slots, self.eager, index)
 
     # -- a step ---------------------------------------------------------------------------
 
@@ -163,9 +168,28 @@ class ModelRunner:
         self.cache.copy_blocks(out.block_copies)
         arrays = out.to_arrays()
         n = out.num_requests
-        if out.num_prefills == 0 and n < len(self._graph_for):
+        if out.num_prefills == 0 and n < len(self._graph_for) and not out.num_spec_tokens:
             return self._replay(arrays)
         return self._eager(arrays)
+
+    def verify_logits(self, out: SchedulerOutput) -> torch.Tensor:
+        """Run a speculative step eagerly: the logits ``[num_requests, K + 1, vocab]`` of
+        each request's last ``1 + k`` tokens (``k`` its drafts: 0 for prefills, ``K`` the
+        most), which score the token after its last token and after each draft. Rows with
+        fewer than ``K`` drafts repeat their last logits in the padding."""
+        self.cache.copy_blocks(out.block_copies)
+        arrays = out.to_arrays()
+        k = np.zeros(out.num_requests, dtype=np.int64)
+        k[: out.num_decodes] = out.num_draft_tokens
+        ends = arrays.query_start_loc[1:].astype(np.int64)
+        counts = k + 1
+        first = np.cumsum(counts) - counts  # where each row's logits start in the output
+        rows = np.repeat(np.arange(out.num_requests), counts)
+        offset = np.arange(counts.sum()) - first[rows]
+        logits = self._eager(arrays, ends[rows] - counts[rows] + offset)
+        width = int(k.max()) + 1
+        gather = first[:, None] + np.minimum(np.arange(width)[None, :], k[:, None])
+        return logits[torch.from_numpy(gather).to(logits.device)]
 
     def sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
                seeds: Sequence[int] | None) -> list[int]:

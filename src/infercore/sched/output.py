@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -44,7 +45,8 @@ class BatchArrays:
     block_tables : np.ndarray, int32 [batch, max_blocks]
         Padded with 0 (entries past ``seq_lens`` are never read).
     num_decodes : int
-        The first ``num_decodes`` requests compute one token each.
+        The first ``num_decodes`` requests decode: one token each, plus their draft
+        tokens in a speculative step (then ``query_start_loc`` tells their lengths).
     """
 
     input_ids: np.ndarray
@@ -62,11 +64,12 @@ class SchedulerOutput:
 
     Request ``i`` computes tokens ``input_ids[s:e]`` at ``positions[s:e]`` writing KV to
     ``slot_mapping[s:e]``, where ``s, e = query_start_loc[i], query_start_loc[i + 1]``;
-    the first ``num_decodes`` requests compute one token each (``s = i``).
+    the first ``num_decodes`` requests decode: one token each (``s = i``) or, in a
+    speculative step, their last token then ``num_draft_tokens[i]`` drafts.
     ``block_tables[i]`` is the request's live block table: read it before the next
-    ``schedule()``. Pass the output and one sampled token per request to
-    ``Scheduler.update`` (tokens of prefill chunks that do not end their prompt are
-    ignored).
+    ``schedule()``. Pass the output and one sampled token (or the emitted tokens) per
+    request to ``Scheduler.update`` (tokens of prefill chunks that do not end their
+    prompt are ignored).
 
     Attributes
     ----------
@@ -77,6 +80,8 @@ class SchedulerOutput:
     block_tables : list of list of int
     prefill_num_tokens : list of int
         Tokens of each prefill chunk (requests ``num_decodes`` onward).
+    num_draft_tokens : list of int
+        Draft tokens of each decode (empty when the step was scheduled without drafts).
     block_copies : list of (int, int)
         Copy-on-write copies ``(src, dst)`` to make in every layer before the step.
     preempted_req_ids : list of str
@@ -92,6 +97,7 @@ class SchedulerOutput:
     slot_mapping: list[int] = field(default_factory=list)
     block_tables: list[list[int]] = field(default_factory=list)
     prefill_num_tokens: list[int] = field(default_factory=list)
+    num_draft_tokens: list[int] = field(default_factory=list)
     block_copies: list[tuple[int, int]] = field(default_factory=list)
     preempted_req_ids: list[str] = field(default_factory=list)
     finished_req_ids: list[str] = field(default_factory=list)
@@ -113,13 +119,22 @@ class SchedulerOutput:
         return [r.request_id for r in self.requests]
 
     @property
+    def num_spec_tokens(self) -> int:
+        """Draft tokens in the step (0 without speculation)."""
+        return sum(self.num_draft_tokens)
+
+    @property
     def query_lens(self) -> list[int]:
         """Tokens computed per request."""
+        if self.num_draft_tokens:
+            return [1 + k for k in self.num_draft_tokens] + self.prefill_num_tokens
         return [1] * self.num_decodes + self.prefill_num_tokens
 
     @property
     def query_start_loc(self) -> list[int]:
         """Offsets of each request's tokens, ``[batch + 1]``."""
+        if self.num_draft_tokens:
+            return list(itertools.accumulate(self.query_lens, initial=0))
         loc = list(range(self.num_decodes + 1))
         total = self.num_decodes
         for n in self.prefill_num_tokens:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from infercore.cache.allocator import NoFreeBlocksError
 from infercore.cache.manager import KVCacheManager
@@ -110,6 +110,11 @@ class Scheduler:
     @property
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
+
+    @property
+    def decoding(self) -> list[Request]:
+        """Running requests past their prompt, in policy order (they may get drafts)."""
+        return list(self._decoding)
 
     @property
     def running(self) -> list[Request]:
@@ -301,10 +306,63 @@ class Scheduler:
                 return
             self._preempt(lowest, out)
 
+    def _schedule_spec_decodes(
+        self, drafts: Mapping[str, Sequence[int]], out: SchedulerOutput
+    ) -> int:
+        """Schedule the running decodes with their draft tokens; return how many run.
+
+        Each request gets one token first (as without drafts, preempting when blocks run
+        out); drafts take what is left of the budget after one token per decode and the
+        blocks free at that point.
+        """
+        cache = self.cache
+        decoding = self._decoding
+        budget = self.config.max_num_batched_tokens
+        spare = budget - min(len(decoding), budget)
+        out.num_draft_tokens = num_draft = []
+        count = 0
+        for req in itertools.islice(decoding, budget):
+            p = req.num_computed_tokens
+            kv = req.blocks
+            if p >= kv.writable_end and not self._grow(req, p, p + 1, out):
+                break
+            draft = list(drafts.get(req.request_id, ()))
+            k = min(len(draft), spare, max(req._max_len - len(req.token_ids) - 1, 0))
+            if k:
+                k = min(k, cache.max_new_tokens(kv, p) - 1)
+            if k > 0:
+                copy = cache.allocate(kv, p, p + 1 + k)
+                if copy is not None:
+                    out.block_copies.append(copy)
+            k = max(k, 0)
+            spare -= k
+            c = p - kv.num_dropped_tokens
+            out.input_ids.append(req.token_ids[p])
+            out.input_ids.extend(draft[:k])
+            out.positions.extend(range(c, c + 1 + k))
+            out.slot_mapping.extend(cache.slot_mapping(kv, p, p + 1 + k))
+            out.block_tables.append(kv.block_ids)
+            num_draft.append(k)
+            req.num_computed_tokens = p + 1 + k
+            count += 1
+        return count
+
     # -- the step ---------------------------------------------------------------------------------
 
-    def schedule(self) -> SchedulerOutput:
+    def schedule(
+        self, draft_token_ids: Mapping[str, Sequence[int]] | None = None
+    ) -> SchedulerOutput:
         """Choose the work of the next step (see the module docstring).
+
+        Parameters
+        ----------
+        draft_token_ids : mapping of request id to token ids, optional
+            Speculative decoding: draft tokens continuing a decoding request. The request
+            then computes its last token and the drafts in one step (``1 + k`` query
+            tokens, counted against the budget), with KV slots for all of them. Drafts
+            are cut to what fits: the request's remaining length (so that every emitted
+            token is allowed), the budget left after one token per decode, and the free
+            blocks (drafts never preempt). Requests not decoding ignore theirs.
 
         Returns
         -------
@@ -329,26 +387,29 @@ class Scheduler:
         # Decodes: the hot path, one token each. Preemption only takes requests from the
         # tails of the running lists, so the scheduled decodes are a prefix of the list.
         decoding = self._decoding
-        ids_append = out.input_ids.append
-        positions_append = out.positions.append
-        slots_append = out.slot_mapping.append
-        tables_append = out.block_tables.append
-        for req in itertools.islice(decoding, budget):
-            p = req.num_computed_tokens
-            kv = req.blocks
-            if p >= kv.writable_end and not self._grow(req, p, p + 1, out):
-                break
-            c = p - kv.num_dropped_tokens
-            blocks = kv.block_ids
-            ids_append(req.token_ids[p])
-            positions_append(c)
-            slots_append(blocks[c // bs] * bs + c % bs)
-            tables_append(blocks)
-            req.num_computed_tokens = p + 1
-        count = len(out.input_ids)
+        if draft_token_ids:
+            count = self._schedule_spec_decodes(draft_token_ids, out)
+        else:
+            ids_append = out.input_ids.append
+            positions_append = out.positions.append
+            slots_append = out.slot_mapping.append
+            tables_append = out.block_tables.append
+            for req in itertools.islice(decoding, budget):
+                p = req.num_computed_tokens
+                kv = req.blocks
+                if p >= kv.writable_end and not self._grow(req, p, p + 1, out):
+                    break
+                c = p - kv.num_dropped_tokens
+                blocks = kv.block_ids
+                ids_append(req.token_ids[p])
+                positions_append(c)
+                slots_append(blocks[c // bs] * bs + c % bs)
+                tables_append(blocks)
+                req.num_computed_tokens = p + 1
+            count = len(out.input_ids)
         out.requests = decoding[:count]
         out.num_decodes = count
-        budget -= count
+        budget -= len(out.input_ids)
 
         # Running prefills: one chunk each; lower ones make room for higher ones.
         prefilling = self._prefilling
@@ -394,7 +455,9 @@ class Scheduler:
         self._pending = out
         return out
 
-    def update(self, output: SchedulerOutput, sampled_token_ids: Sequence[int]) -> list[Request]:
+    def update(
+        self, output: SchedulerOutput, sampled_token_ids: Sequence[int] | Sequence[Sequence[int]]
+    ) -> list[Request]:
         """Record the step's results: append sampled tokens, finish requests, add blocks
         filled by prompts to the prefix cache.
 
@@ -402,10 +465,14 @@ class Scheduler:
         ----------
         output : SchedulerOutput
             The output of the latest :meth:`schedule`.
-        sampled_token_ids : sequence of int
-            One token per request of ``output``, in its order (a list, or an array with
-            ``tolist()``); entries of prefill chunks that do not reach the end of their
-            prompt are ignored.
+        sampled_token_ids : sequence of int, or sequence of sequences of int
+            One entry per request of ``output``, in its order (a list, or an array with
+            ``tolist()``): the sampled token, or a list of the tokens the request emitted.
+            A decode with ``k`` draft tokens emits 1 to ``k + 1`` tokens (the accepted
+            drafts then one from the target); the KV of its rejected drafts is given
+            back. Entries of prefill chunks that do not reach the end of their prompt are
+            ignored; a prefill that ends its prompt emits one token. Tokens after a stop
+            token or past the request's length are dropped.
 
         Returns
         -------
@@ -422,18 +489,25 @@ class Scheduler:
                 f"sampled_token_ids has {len(sampled_token_ids)} entries; the step scheduled "
                 f"{len(reqs)} requests"
             )
+        nd = output.num_decodes
+        lists = bool(sampled_token_ids) and hasattr(sampled_token_ids[0], "__len__")
+        if lists:
+            self._check_emitted(output, sampled_token_ids)
         self._pending = None
         register = self.cache.register
         finished: list[Request] = []
-        nd = output.num_decodes
         running = _RUNNING
-        for req, tok in zip(reqs[:nd], sampled_token_ids[:nd], strict=True):
-            if req.status is not running:
-                continue  # aborted after schedule()
-            tokens = req.token_ids
-            tokens.append(tok)
-            if tok in req._stop or len(tokens) >= req._max_len:
-                finished.append(req)
+        if lists:
+            self._record_emitted(output, sampled_token_ids[:nd], finished)
+            sampled_token_ids = [t[0] if t else -1 for t in sampled_token_ids]
+        else:
+            for req, tok in zip(reqs[:nd], sampled_token_ids[:nd], strict=True):
+                if req.status is not running:
+                    continue  # aborted after schedule()
+                tokens = req.token_ids
+                tokens.append(tok)
+                if tok in req._stop or len(tokens) >= req._max_len:
+                    finished.append(req)
         any_decode_finished = bool(finished)
         for req, tok in zip(reqs[nd:], sampled_token_ids[nd:], strict=True):
             if req.status is not _RUNNING:
@@ -457,6 +531,34 @@ class Scheduler:
         if any_decode_finished:
             self._decoding = [r for r in self._decoding if r.status is _RUNNING]
         return finished
+
+    @staticmethod
+    def _check_emitted(output: SchedulerOutput, emitted: Sequence[Sequence[int]]) -> None:
+        drafts = output.num_draft_tokens or [0] * output.num_decodes
+        for i, (req, tokens) in enumerate(zip(output.requests, emitted, strict=True)):
+            most = 1 + drafts[i] if i < output.num_decodes else 1
+            if not (1 <= len(tokens) <= most or (i >= output.num_decodes and not tokens)):
+                raise ValueError(
+                    f"request {req.request_id!r} emitted {len(tokens)} tokens; it computed "
+                    f"{most - 1} draft tokens in this step, so it emits 1 to {most}"
+                )
+
+    def _record_emitted(self, output: SchedulerOutput, emitted: Sequence[Sequence[int]],
+                        finished: list[Request]) -> None:
+        """Append each decode's emitted tokens and give back the KV of rejected drafts."""
+        for req, new in zip(output.requests[: output.num_decodes], emitted, strict=True):
+            if req.status is not _RUNNING:
+                continue  # aborted after schedule()
+            tokens = req.token_ids
+            for tok in new:
+                tokens.append(tok)
+                if tok in req._stop or len(tokens) >= req._max_len:
+                    finished.append(req)
+                    break
+            computed = len(tokens) - 1
+            if computed < req.num_computed_tokens:
+                req.num_computed_tokens = computed
+                self.cache.truncate(req.blocks, computed)
 
     def __repr__(self) -> str:
         return (
