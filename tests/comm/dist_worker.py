@@ -45,12 +45,18 @@ def _write(outdir: Path, rank: int, results: dict) -> None:
 
 
 def _fail_scenario(outdir: Path) -> None:
-    """Rank 1 fails with exit code 3; the others would run for a minute."""
+    """Rank 1 fails with exit code 3 once every rank has written its report; the others
+    would run for a minute."""
     rank = int(os.environ["RANK"])
     keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
             "NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST")
     _write(outdir, rank, {"pid": os.getpid(), "env": {k: os.environ.get(k) for k in keys}})
     if rank == 1:
+        world = int(os.environ["WORLD_SIZE"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+                (outdir / f"rank{r}.json").exists() for r in range(world)):
+            time.sleep(0.05)
         sys.exit(3)
     time.sleep(60)
     (outdir / f"rank{rank}.finished").write_text("not stopped")
