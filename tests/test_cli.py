@@ -111,6 +111,32 @@ def test_bench_reports_a_failed_check_without_timing_it(tmp_path):
     assert rows[1]["case"] == "good" and rows[1]["error"] is None and rows[1]["ms"] > 0
 
 
+def test_bench_keeps_other_suites_when_one_breaks(tiny_suite, tmp_path, monkeypatch):
+    @bench.suite("test_broken", "a suite that fails while building its cases", devices=("cpu",))
+    def cases(device, quick):
+        raise RuntimeError("no such kernel")
+        yield  # pragma: no cover
+
+    try:
+        out = tmp_path / "r.json"
+        result = runner.invoke(app, ["bench", "test_broken", tiny_suite, "--device", "cpu",
+                                     "--rep-ms", "2", "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        rows = json.loads(out.read_text())["results"]
+        assert rows[0]["suite"] == "test_broken" and "no such kernel" in rows[0]["error"]
+        assert {r["impl"] for r in rows[1:]} == {"mine", "peer"}
+        assert all(r["error"] is None for r in rows[1:])
+
+        # A device left unusable by a suite: the remaining suites are reported, not run.
+        monkeypatch.setattr(bench, "_device_failure", lambda device, name: f"{name} broke it")
+        _, results = bench.run_suites(["test_broken", tiny_suite], torch.device("cpu"),
+                                      rep_ms=2)
+    finally:
+        bench._SUITES.pop("test_broken")
+    assert results[-1].suite == tiny_suite
+    assert results[-1].error == "not run: test_broken broke it"
+
+
 def test_bench_rejects_unknown_suite_and_wrong_device(tiny_suite):
     assert runner.invoke(app, ["bench", "nope"]).exit_code == 2
     wrong = runner.invoke(app, ["bench", "attention_decode", "--device", "cpu"])

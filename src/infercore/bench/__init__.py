@@ -240,11 +240,34 @@ def run_suites(names: Iterable[str] | None, device: torch.device, *, quick: bool
         get_suite(name)
     ceilings = measure_ceilings(device, quick=quick)
     results: list[Result] = []
+    broken: str | None = None
     for name in names:
-        _, found = run_suite(name, device, quick=quick, rep_ms=rep_ms, progress=None if
-                             progress is None else (lambda c, n=name: progress(f"{n}: {c}")))
+        if broken is not None:
+            results.append(Result(name, "-", "-", float("nan"), error=f"not run: {broken}"))
+            continue
+        try:
+            _, found = run_suite(name, device, quick=quick, rep_ms=rep_ms,
+                                 progress=None if progress is None
+                                 else (lambda c, n=name: progress(f"{n}: {c}")))
+        except Exception as exc:  # one broken suite must not lose the others' results
+            found = [Result(name, "-", "-", float("nan"),
+                            error=f"suite failed: {type(exc).__name__}: {exc}")]
         results += found
+        broken = _device_failure(device, name)
     return ceilings, results
+
+
+def _device_failure(device: torch.device, suite_name: str) -> str | None:
+    """Why ``device`` cannot run more work after ``suite_name`` (a CUDA error such as an
+    illegal address leaves the process's context unusable), or ``None``."""
+    if device.type != "cuda":
+        return None
+    try:
+        torch.cuda.synchronize(device)
+    except Exception as exc:
+        return (f"the CUDA context failed during suite {suite_name!r} "
+                f"({type(exc).__name__}); run the remaining suites in a new process")
+    return None
 
 
 #: Peers some suites add when their package is installed: distribution -> module.
