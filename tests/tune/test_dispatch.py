@@ -103,3 +103,12 @@ def test_tuned_configs_on_gpu():
               DecodeWorkload(4, 3000)):
         [r] = tuner.tune([w], dev, torch.bfloat16)
         assert not r.rejected, r.rejected
+
+
+def test_entries_that_keep_the_default_stay_out_of_dispatch():
+    _, _, inputs = _gemm_inputs(5)
+    key = tune_key("gemm", inputs)
+    _store(key, TunedEntry("torch", None, 1.0, default_backend="torch", default_ms=1.0))
+    assert key in TuningCache().read()  # kept in the file (`tune --show` lists it)
+    assert key not in tune.table().entries and "gemm" not in tune.table().families
+    assert resolve("gemm", inputs).name == "torch"

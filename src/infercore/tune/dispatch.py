@@ -75,7 +75,11 @@ def table() -> TuningTable:
         except Exception as exc:  # e.g. its warning raised under -W error
             log.warning("tuning cache not read: %s", exc)
             user = {}
-        _TABLE = TuningTable({**shipped_entries(), **user})
+        merged = {**shipped_entries(), **user}
+        # An entry whose winner is the untuned default changes nothing: keeping it out of
+        # the table spares its family the key computation on every dispatch.
+        _TABLE = TuningTable({key: e for key, e in merged.items()
+                              if e.config is not None or e.backend != e.default_backend})
     return _TABLE
 
 
