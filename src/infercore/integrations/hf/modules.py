@@ -99,16 +99,26 @@ def unfuse_gate_up(mlp: nn.Module) -> None:
                     _rebind(linear, name, getattr(linear, name).detach().clone())
 
 
+#: Attribute of HF's ``cos`` tensor holding the rotary cache built from it.
+_ROTARY_ATTR = "_infercore_rotary"
+
+
 def _rotate(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
     """Rotate ``q [batch, seq, heads, dim]`` and ``k`` in place by HF's ``(cos, sin)``
     ``[batch or 1, seq, rotary_dim]`` (halves repeated) with :func:`infercore.ops.rotary`."""
     batch, seq = q.shape[:2]
-    half = cos.shape[-1] // 2
-    cache = torch.cat([cos[..., :half], sin[..., :half]], dim=-1).reshape(-1, 2 * half)
-    if cos.shape[0] == batch:
-        positions = torch.arange(batch * seq, device=q.device)
-    else:
-        positions = torch.arange(seq, device=q.device).repeat(batch)
+    # Every layer of a forward pass gets the same (cos, sin): build the cache once per pass.
+    memo = getattr(cos, _ROTARY_ATTR, None)
+    if memo is None or memo[0] != batch:
+        half = cos.shape[-1] // 2
+        cache = torch.cat([cos[..., :half], sin[..., :half]], dim=-1).reshape(-1, 2 * half)
+        if cos.shape[0] == batch:
+            positions = torch.arange(batch * seq, device=q.device)
+        else:
+            positions = torch.arange(seq, device=q.device).repeat(batch)
+        memo = (batch, cache, positions)
+        setattr(cos, _ROTARY_ATTR, memo)
+    _, cache, positions = memo
     ops.rotary(q.view(-1, *q.shape[2:]), k.view(-1, *k.shape[2:]), positions, cache)
 
 
