@@ -69,10 +69,20 @@ def check_rows(name: str, out: torch.Tensor, setup: PagedSetup, seqs: list[int],
 
 
 def graphed(fn: Callable[[], object]) -> Callable[[], None]:
-    """``fn`` captured in a CUDA graph (after a warm-up call); returns the replay."""
+    """``fn`` captured in a CUDA graph (after a warm-up call); returns the replay.
+
+    The replay keeps ``fn`` alive: a graph reads its buffers by address, so whatever
+    ``fn`` holds (a planned wrapper's metadata, say) must outlive the graph. Freed, that
+    memory goes back to the allocator and replays read whatever is written there next.
+    """
     fn()
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    return graph.replay
+
+    def replay() -> None:
+        graph.replay()
+
+    replay.captured = fn  # type: ignore[attr-defined]
+    return replay
