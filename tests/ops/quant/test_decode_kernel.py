@@ -11,6 +11,7 @@ from infercore.ops.quant import quantize_weight, triton_wo_splitk
 from infercore.ops.quant.reference import quantized_linear_reference
 from infercore.ops.quant.triton_wo_splitk import (
     DEFAULT_CONFIGS,
+    MAX_DOT_BLOCK_K,
     DecodeConfig,
     default_config,
     fixed_splits,
@@ -102,6 +103,8 @@ def test_tile_shape():
     qw = quantize_weight(torch.randn(8, 1024), "int4", group_size=128)
     assert tile_shape(qw, 512, gemv=True) == (512, 128)  # four groups per tile
     assert tile_shape(qw, 64, gemv=True) == (64, 64)  # half a group per tile
+    assert tile_shape(qw, 1024, gemv=True) == (1024, 128)
+    assert tile_shape(qw, 1024, gemv=False) == (MAX_DOT_BLOCK_K, 128)  # dot steps capped
     per_channel = quantize_weight(torch.randn(8, 100), "int8", group_size=None)
     assert tile_shape(per_channel, 512, gemv=False) == (128, 128)
     odd = quantize_weight(torch.randn(8, 96), "int4", group_size=48)

@@ -47,6 +47,9 @@ MAX_M = 64
 #: group 128) the GEMV path was fastest at M = 1 (W4A16 1.44x cuBLAS bf16) but at M = 4 it
 #: ran at 0.52-0.71x where ``tl.dot`` tiles reached 0.96-1.07x.
 GEMV_MAX_M = 1
+#: Deepest K step of the dot path. On an H200 (Triton 3.x) 32x1024 dot tiles failed the
+#: reference check at M = 16 for every format while 512-deep steps passed.
+MAX_DOT_BLOCK_K = 512
 
 _MAGIC_BITS = tl.constexpr(0x4B400000)  # float32 1.5 * 2**23 (see triton_dequant)
 _MAGIC = tl.constexpr(12582912.0)
@@ -285,6 +288,8 @@ def tile_shape(qw: QuantizedWeight, block_k: int, gemv: bool) -> tuple[int, int]
     """
     # tl.dot needs K >= 16 per operand: 32 values of int4 (two half tiles)
     smallest = 32 if qw.bits == 4 and not gemv else 16
+    if not gemv:
+        block_k = min(block_k, MAX_DOT_BLOCK_K)
     if qw.num_groups == 1:
         bk = max(smallest, min(block_k, triton.next_power_of_2(qw.in_features)))
         return bk, bk
