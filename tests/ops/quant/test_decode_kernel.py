@@ -1,5 +1,5 @@
 """The split-K decode kernel (triton_wo_splitk) directly, under explicit configurations:
-K tiles spanning several groups, the GEMV and dot paths, edge masks, group sizes,
+K tiles spanning several groups, the GEMV, dot and magic paths, edge masks, group sizes,
 asymmetric zeros, split counts, and fully written (NaN-poisoned) outputs."""
 
 import dataclasses
@@ -57,29 +57,69 @@ def _run(x, qw, bias, config):
     return out
 
 
-@pytest.mark.parametrize("gemv", [True, False], ids=["gemv", "dot"])
+@pytest.mark.parametrize("path", ["gemv", "dot"])
 @pytest.mark.parametrize("m", [1, 3])
 @pytest.mark.parametrize("fmt", FORMATS, ids=str)
-def test_matches_reference(fmt, m, gemv):
+def test_matches_reference(fmt, m, path):
     x, qw, bias = _case(*fmt, m, torch.float16, seed=m)
     # 3 splits of the K tiles (the partial-sum path), 16 rows per tile (a masked last one)
-    out = _run(x, qw, bias, DecodeConfig(block_n=16, block_k=128, splits=3, gemv=gemv))
+    out = _run(x, qw, bias, DecodeConfig(block_n=16, block_k=128, splits=3, path=path))
     assert_close(out, quantized_linear_reference(x.double(), qw, bias.double()),
                  dtype=torch.float16)
 
 
-@pytest.mark.parametrize("gemv", [True, False], ids=["gemv", "dot"])
-def test_float32_wide_tiles_without_bias(gemv):
+@pytest.mark.parametrize("path", ["gemv", "dot"])
+def test_float32_wide_tiles_without_bias(path):
     # 512-value tiles: 8 groups of 64 each; one split (direct store); 5 rows
     x, qw, _ = _case("int4", False, 64, 45, 1024, 5, torch.float32, seed=3)
-    out = _run(x, qw, None, DecodeConfig(block_n=32, block_k=512, splits=1, gemv=gemv))
+    out = _run(x, qw, None, DecodeConfig(block_n=32, block_k=512, splits=1, path=path))
     assert_close(out, quantized_linear_reference(x.double(), qw, None), dtype=torch.float32)
+
+
+# int4 (symmetric, group_size, N, K, block_k) for the magic path: odd N (a masked last tile
+# of 16 rows); groups of 32 / 64 (4 / 2 dots per 128-value tile), of 128 in 256-value tiles
+# (K = 384: the second tile's second group lies past K) and in 128-value tiles (5 tiles over
+# 3 splits), one group per channel (K = 298: a masked last tile).
+MAGIC_FORMATS = [
+    (True, 32, 37, 384, 128),
+    (False, 64, 29, 320, 128),
+    (True, 128, 21, 384, 256),
+    (False, 128, 23, 640, 128),
+    (False, None, 19, 298, 64),
+]
+
+
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("m", [1, 3, 16, 17])
+@pytest.mark.parametrize("fmt", MAGIC_FORMATS, ids=str)
+def test_magic_path_matches_reference(fmt, m, splits):
+    symmetric, group_size, n, k, block_k = fmt
+    x, qw, bias = _case("int4", symmetric, group_size, n, k, m, torch.float16, seed=m + splits)
+    if m % 2 == 0:
+        bias = None
+    out = _run(x, qw, bias, DecodeConfig(16, block_k, splits=splits, path="magic"))
+    ref_bias = bias.double() if bias is not None else None
+    assert_close(out, quantized_linear_reference(x.double(), qw, ref_bias), dtype=torch.float16)
+
+
+@pytest.mark.parametrize(
+    ("method", "dtype"),
+    [("int4", torch.float32), ("int8", torch.float16), ("fp8", torch.float16)],
+    ids=str,
+)
+def test_magic_path_refuses_other_formats_and_float32_activations(method, dtype):
+    # an explicit path is never swapped for another one: the call raises, writing nothing
+    x, qw, _ = _case(method, True, 64, 21, 256, 3, dtype, seed=2)
+    out = poison(torch.empty((3, 21), dtype=dtype))
+    with pytest.raises(ValueError, match="path='magic' needs int4 weights and bfloat16 or"):
+        splitk_linear(x, qw, None, out, config=DecodeConfig(16, 128, path="magic"))
+    assert out.isnan().all()
 
 
 @pytest.mark.parametrize("splits", [1, 2, 5])
 def test_split_counts_agree_deterministic_and_leave_counters_at_zero(splits):
     x, qw, bias = _case("int8", True, 32, 33, 320, 2, torch.float32, seed=5)
-    cfg = DecodeConfig(block_n=16, block_k=64, splits=splits, gemv=True)
+    cfg = DecodeConfig(block_n=16, block_k=64, splits=splits, path="gemv")
     first, second = _run(x, qw, bias, cfg), _run(x, qw, bias, cfg)
     assert torch.equal(first, second)
     if splits > 1:  # the 3 N tiles' counters are back at zero for the next call
@@ -101,21 +141,29 @@ def test_default_configs_run():
 
 def test_tile_shape():
     qw = quantize_weight(torch.randn(8, 1024), "int4", group_size=128)
-    assert tile_shape(qw, 512, gemv=True) == (512, 128)  # four groups per tile
-    assert tile_shape(qw, 64, gemv=True) == (64, 64)  # half a group per tile
-    assert tile_shape(qw, 1024, gemv=True) == (1024, 128)
-    assert tile_shape(qw, 1024, gemv=False) == (MAX_DOT_BLOCK_K, 128)  # dot steps capped
+    assert tile_shape(qw, 512, "gemv") == (512, 128)  # four groups per tile
+    assert tile_shape(qw, 64, "gemv") == (64, 64)  # half a group per tile
+    assert tile_shape(qw, 1024, "gemv") == (1024, 128)
+    for path in ("dot", "magic"):  # dot steps capped
+        assert tile_shape(qw, 1024, path) == (MAX_DOT_BLOCK_K, 128)
     per_channel = quantize_weight(torch.randn(8, 100), "int8", group_size=None)
-    assert tile_shape(per_channel, 512, gemv=False) == (128, 128)
+    assert tile_shape(per_channel, 512, "dot") == (128, 128)
     odd = quantize_weight(torch.randn(8, 96), "int4", group_size=48)
-    assert tile_shape(odd, 256, gemv=True) == (16, 16)
-    assert tile_shape(odd, 256, gemv=False) is None  # int4 dots need 32-value tiles
+    assert tile_shape(odd, 256, "gemv") == (16, 16)
+    assert tile_shape(odd, 256, "dot") is None  # int4 dots need 32-value tiles
+    assert tile_shape(odd, 256, "magic") is None
+    small = quantize_weight(torch.randn(8, 128), "int4", group_size=16)
+    assert tile_shape(small, 128, "dot") == (128, 16)  # dequantized before the dot
+    assert tile_shape(small, 128, "magic") is None  # one group per dot: 8 values a side
 
 
-def test_int4_odd_group_on_dot_path_declines_without_writing():
-    x, qw, _ = _case("int4", True, 48, 8, 96, 5, torch.float32, seed=1)
-    out = poison(torch.empty(5, 8))
-    assert not splitk_linear(x, qw, None, out, config=DecodeConfig(16, 128, gemv=False))
+@pytest.mark.parametrize(
+    ("group_size", "path"), [(48, "dot"), (48, "magic"), (16, "magic")], ids=str
+)
+def test_int4_groups_without_a_tile_decline_without_writing(group_size, path):
+    x, qw, _ = _case("int4", True, group_size, 8, 96, 5, torch.float16, seed=1)
+    out = poison(torch.empty((5, 8), dtype=torch.float16))
+    assert not splitk_linear(x, qw, None, out, config=DecodeConfig(16, 128, path=path))
     assert out.isnan().all()
 
 
@@ -127,15 +175,17 @@ def test_fixed_splits_never_leaves_an_empty_split():
 
 
 def test_config_is_a_plain_frozen_dataclass():
-    cfg = DecodeConfig(32, 256, num_warps=8, num_stages=2, splits=4, gemv=False)
+    cfg = DecodeConfig(32, 256, num_warps=8, num_stages=2, splits=4, path="dot")
     assert dataclasses.replace(cfg, splits=None).splits is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.block_n = 64
+    with pytest.raises(ValueError, match=r"path must be None or one of .*got 'mma'"):
+        DecodeConfig(32, 256, path="mma")
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("m", [1, 4, 16, 64])
-@pytest.mark.parametrize("gemv", [True, False], ids=["gemv", "dot"])
+@pytest.mark.parametrize("path", ["gemv", "dot", "magic"])
 @pytest.mark.parametrize(
     ("method", "symmetric", "group_size"),
     [("int4", True, 128), ("int4", False, 32), ("int8", True, None), ("int8", False, 64),
@@ -143,17 +193,34 @@ def test_config_is_a_plain_frozen_dataclass():
     ids=str,
 )
 @pytest.mark.parametrize("block", [(16, 512), (64, 256), (32, 1024)], ids=str)
-def test_bfloat16_configs_on_cuda(block, method, symmetric, group_size, gemv, m):
-    if gemv and m > 16:
+def test_bfloat16_configs_on_cuda(block, method, symmetric, group_size, path, m):
+    if path == "gemv" and m > 16:
         pytest.skip("the GEMV path unrolls over rows: meant for few rows")
+    if path == "magic" and method != "int4":
+        pytest.skip("the magic path serves int4 weights only")
     torch.manual_seed(m)
     n, k = 1000, 2048
     w = (torch.randn(n, k, device="cuda") * 0.02).to(torch.bfloat16)
     qw = quantize_weight(w, method, group_size=group_size, symmetric=symmetric)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)
-    cfg = DecodeConfig(*block, num_warps=4, num_stages=3, gemv=gemv)
+    cfg = DecodeConfig(*block, num_warps=4, num_stages=3, path=path)
     out = poison(torch.empty((m, n), device="cuda", dtype=torch.bfloat16))
     assert splitk_linear(x, qw, bias, out, config=cfg)
     assert_close(out, quantized_linear_reference(x.double(), qw, bias.double()),
                  dtype=torch.bfloat16)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("m", [1, 16, 64])
+@pytest.mark.parametrize(("symmetric", "group_size"), [(True, 128), (False, None)], ids=str)
+def test_float16_magic_path_on_cuda(symmetric, group_size, m):
+    torch.manual_seed(m)
+    n, k = 1000, 2048
+    w = (torch.randn(n, k, device="cuda") * 0.02).to(torch.float16)
+    qw = quantize_weight(w, "int4", group_size=group_size, symmetric=symmetric)
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+    cfg = DecodeConfig(64, 256, num_warps=4, num_stages=3, splits=4, path="magic")
+    out = poison(torch.empty((m, n), device="cuda", dtype=torch.float16))
+    assert splitk_linear(x, qw, None, out, config=cfg)
+    assert_close(out, quantized_linear_reference(x.double(), qw, None), dtype=torch.float16)

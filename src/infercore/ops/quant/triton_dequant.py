@@ -30,6 +30,16 @@ _MAGIC = tl.constexpr(12582912.0)
 
 
 @triton.jit
+def below(offs, bound, EVEN_K: tl.constexpr):
+    """``offs < bound``; all true (a constant: loads stay vectorized) when K is a multiple
+    of the tile."""
+    mask = offs < bound
+    if EVEN_K:
+        mask = tl.full(offs.shape, 1, tl.int1)
+    return mask
+
+
+@triton.jit
 def dequant_tile(
     w_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, N, stride_wn, group_size,
     FORMAT: tl.constexpr, HAS_ZEROS: tl.constexpr, ZERO_POINT: tl.constexpr,

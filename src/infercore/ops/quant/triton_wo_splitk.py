@@ -6,13 +6,16 @@ step. A K tile may span several groups of scales: the tile is viewed as
 ``[BLOCK_N, SUBGROUPS, GROUP]`` and its ``[BLOCK_N, SUBGROUPS]`` scales are broadcast, so
 each row read per step is one long contiguous run of packed bytes.
 
-Two ways to multiply, chosen per call (:class:`DecodeConfig` ``gemv``):
+Three ways to multiply, chosen per call (:class:`DecodeConfig` ``path``):
 
 - GEMV (few rows): no ``tl.dot``. Each activation row multiplies the integer-valued tile
   in float32 and the products are summed per group; each group's sum is scaled once
   (zero points are taken off per group too: ``sum((u - z) x) = sum(u x) - z sum(x)``).
 - Dot: the tile is scaled per group and fed to ``tl.dot`` against ``x^T`` ("swap AB":
   the weight is the left operand, the short activation side the right one).
+- Magic (int4 weights, 16-bit activations only): the codes become 16-bit operands by
+  integer bit operations, one dot per group, the zero point and the scale applied to the
+  dot's result (:mod:`~infercore.ops.quant.triton_wo_magic`).
 
 int4 values are never interleaved: the low nibbles (even k) and high nibbles (odd k) are
 two half-width tiles multiplied with the even and odd activation columns. Integer codes
@@ -32,12 +35,14 @@ import triton
 import triton.language as tl
 
 from infercore.ops.quant.triton_dequant import (
+    below,
     dot_precision,
     format_meta,
     sm_count,
     store_transposed,
     weight_bits,
 )
+from infercore.ops.quant.triton_wo_magic import MAGIC16, magic_step
 from infercore.ops.quant.weights import QuantizedWeight
 
 #: Largest M this kernel serves; above it the tiled kernel fills the GPU without split-K.
@@ -50,6 +55,8 @@ GEMV_MAX_M = 1
 #: Deepest K step of the dot path. On an H200 (Triton 3.x) 32x1024 dot tiles failed the
 #: reference check at M = 16 for every format while 512-deep steps passed.
 MAX_DOT_BLOCK_K = 512
+#: Values of :attr:`DecodeConfig.path`.
+PATHS = ("gemv", "dot", "magic")
 
 _MAGIC_BITS = tl.constexpr(0x4B400000)  # float32 1.5 * 2**23 (see triton_dequant)
 _MAGIC = tl.constexpr(12582912.0)
@@ -70,8 +77,11 @@ class DecodeConfig:
         Triton launch options.
     splits : int or None
         K splits; ``None`` plans them from the SM count (:func:`plan_splits`).
-    gemv : bool or None
-        Multiply without ``tl.dot``; ``None`` means ``M <= GEMV_MAX_M``.
+    path : str or None
+        How to multiply (one of :data:`PATHS`): ``"gemv"`` without ``tl.dot``, ``"dot"``
+        dequantizing to the activation dtype, ``"magic"`` (int4 weights with bfloat16 or
+        float16 activations only) building 16-bit operands from the codes by bit
+        operations. ``None`` means ``"gemv"`` for ``M <= GEMV_MAX_M``, else ``"dot"``.
     """
 
     block_n: int
@@ -79,7 +89,11 @@ class DecodeConfig:
     num_warps: int = 4
     num_stages: int = 3
     splits: int | None = None
-    gemv: bool | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.path is not None and self.path not in PATHS:
+            raise ValueError(f"path must be None or one of {PATHS}, got {self.path!r}")
 
 
 # Default configurations by (bits per weight, GEMV path), the best or within 2% of the best
@@ -110,16 +124,6 @@ def _counters(device: torch.device, n: int) -> torch.Tensor:
 
 
 @triton.jit
-def _below(offs, bound, EVEN_K: tl.constexpr):
-    """``offs < bound``; all true (a constant: loads stay vectorized) when K is a multiple
-    of the tile."""
-    mask = offs < bound
-    if EVEN_K:
-        mask = tl.full(offs.shape, 1, tl.int1)
-    return mask
-
-
-@triton.jit
 def _tile_codes(w_ptr, offs_n, mask_n, k0, K, stride_wn, FORMAT: tl.constexpr,
                 HALF_K: tl.constexpr, EVEN_K: tl.constexpr):
     """The weight tile as floats of its codes: int4 gives (even k, odd k) half tiles
@@ -132,13 +136,13 @@ def _tile_codes(w_ptr, offs_n, mask_n, k0, K, stride_wn, FORMAT: tl.constexpr,
     offs = tl.arange(0, HALF_K)
     if FORMAT == 1:
         offs_b = k0 // 2 + offs
-        mask = mask_n[:, None] & _below(offs_b, K // 2, EVEN_K)[None, :]
+        mask = mask_n[:, None] & below(offs_b, K // 2, EVEN_K)[None, :]
         raw = tl.load(rows + offs_b[None, :], mask=mask, other=0).to(tl.int32)
         even = ((raw & 0xF) + _MAGIC_BITS).to(tl.float32, bitcast=True)
         odd = ((raw >> 4) + _MAGIC_BITS).to(tl.float32, bitcast=True)
     else:
         offs_k = k0 + offs
-        mask = mask_n[:, None] & _below(offs_k, K, EVEN_K)[None, :]
+        mask = mask_n[:, None] & below(offs_k, K, EVEN_K)[None, :]
         raw = tl.load(rows + offs_k[None, :], mask=mask, other=0)
         if FORMAT == 2:
             even = raw.to(tl.float8e4nv, bitcast=True).to(tl.float32)
@@ -172,80 +176,100 @@ def _group_sums(v, BLOCK_N: tl.constexpr, SUBGROUPS: tl.constexpr, WIDTH: tl.con
 
 
 @triton.jit
+def _dequant_step(
+    acc, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, mask_n, offs_m, mask_m, k0, N, K,
+    stride_xm, stride_wn, group_size,
+    FORMAT: tl.constexpr, HAS_ZEROS: tl.constexpr, ZERO_POINT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, GEMV_ROWS: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr, EVEN_K: tl.constexpr,
+):
+    """One K step of the GEMV path (``GEMV_ROWS`` = M > 0) or the dot path (0)."""
+    PARTS: tl.constexpr = 2 if FORMAT == 1 else 1  # int4: even-k and odd-k half tiles
+    HALF_K: tl.constexpr = BLOCK_K // PARTS
+    SUBGROUPS: tl.constexpr = BLOCK_K // GROUP
+    WIDTH: tl.constexpr = GROUP // PARTS  # values of one group in a half tile
+    even, odd = _tile_codes(w_ptr, offs_n, mask_n, k0, K, stride_wn, FORMAT, HALF_K, EVEN_K)
+    k_group = k0 + tl.arange(0, SUBGROUPS) * GROUP
+    sg_ptrs = (k_group // group_size)[None, :] * N + offs_n[:, None]
+    sg_mask = mask_n[:, None] & below(k_group, K, EVEN_K)[None, :]
+    scale = tl.load(s_ptr + sg_ptrs, mask=sg_mask, other=0.0).to(tl.float32)
+    zero = scale
+    if HAS_ZEROS:
+        zero = tl.load(z_ptr + sg_ptrs, mask=sg_mask, other=0).to(tl.float32)
+    if FORMAT != 2:
+        # exact small integers: u minus the implicit zero point (0 with explicit zeros,
+        # which come off per group below)
+        even = even - (_MAGIC + ZERO_POINT)
+        if PARTS == 2:
+            odd = odd - (_MAGIC + ZERO_POINT)
+    # Activations load contiguously; int4 splits them into even and odd columns.
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    mask_k = below(offs_k, K, EVEN_K)
+    if GEMV_ROWS > 0:
+        for m in tl.static_range(GEMV_ROWS):
+            xr = tl.load(x_ptr + m * stride_xm + offs_k, mask=mask_k, other=0.0)
+            xr = xr.to(tl.float32)
+            if PARTS == 2:
+                xa, xb = tl.split(tl.reshape(xr, (HALF_K, 2)))
+            else:
+                xa = xr
+            sums = _group_sums(even * xa[None, :], BLOCK_N, SUBGROUPS, WIDTH)
+            if HAS_ZEROS:
+                x_sums = tl.sum(tl.reshape(xa, (SUBGROUPS, WIDTH)), axis=1)
+            if PARTS == 2:
+                sums += _group_sums(odd * xb[None, :], BLOCK_N, SUBGROUPS, WIDTH)
+                if HAS_ZEROS:
+                    x_sums += tl.sum(tl.reshape(xb, (SUBGROUPS, WIDTH)), axis=1)
+            if HAS_ZEROS:
+                sums -= zero * x_sums[None, :]
+            row = tl.sum(sums * scale, axis=1)
+            acc += tl.where(offs_m[None, :] == m, row[:, None], 0.0)
+    else:
+        x_rows = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+        xr = tl.load(x_rows, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        if PARTS == 2:
+            xa, xb = tl.split(tl.reshape(xr, (BLOCK_M, HALF_K, 2)))
+        else:
+            xa = xr
+        w = _dequant_groups(even, zero, scale, HAS_ZEROS, BLOCK_N, SUBGROUPS, WIDTH)
+        acc = tl.dot(w.to(xa.dtype), tl.trans(xa), acc, input_precision=DOT_PRECISION)
+        if PARTS == 2:
+            w = _dequant_groups(odd, zero, scale, HAS_ZEROS, BLOCK_N, SUBGROUPS, WIDTH)
+            acc = tl.dot(w.to(xb.dtype), tl.trans(xb), acc, input_precision=DOT_PRECISION)
+    return acc
+
+
+@triton.jit
 def _decode_kernel(
     x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, part_ptr, count_ptr,
     M, N, K, stride_xm, stride_wn, stride_om, group_size, k_per_split, splits,
     FORMAT: tl.constexpr, HAS_ZEROS: tl.constexpr, ZERO_POINT: tl.constexpr,
     HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, GEMV_ROWS: tl.constexpr,
+    MAGIC_OR: tl.constexpr, MAGIC_VALUE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr,
     EVEN_K: tl.constexpr,
 ):
-    # GEMV_ROWS > 0: the GEMV path over that many rows (== M); 0: the dot path.
-    PARTS: tl.constexpr = 2 if FORMAT == 1 else 1  # int4: even-k and odd-k half tiles
-    HALF_K: tl.constexpr = BLOCK_K // PARTS
-    SUBGROUPS: tl.constexpr = BLOCK_K // GROUP
-    WIDTH: tl.constexpr = GROUP // PARTS  # values of one group in a half tile
+    # MAGIC_OR != 0: the magic path (int4, 16-bit x); else GEMV_ROWS > 0: the GEMV path
+    # over that many rows (== M); else the dot path.
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_bk = tl.arange(0, BLOCK_K)
-    offs_g = tl.arange(0, SUBGROUPS)
     mask_n = offs_n < N
     mask_m = offs_m < M
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     k_begin = pid_k * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, K)
     for k0 in range(k_begin, k_end, BLOCK_K):
-        even, odd = _tile_codes(w_ptr, offs_n, mask_n, k0, K, stride_wn, FORMAT, HALF_K,
-                                EVEN_K)
-        k_group = k0 + offs_g * GROUP
-        sg_ptrs = (k_group // group_size)[None, :] * N + offs_n[:, None]
-        sg_mask = mask_n[:, None] & _below(k_group, K, EVEN_K)[None, :]
-        scale = tl.load(s_ptr + sg_ptrs, mask=sg_mask, other=0.0).to(tl.float32)
-        zero = scale
-        if HAS_ZEROS:
-            zero = tl.load(z_ptr + sg_ptrs, mask=sg_mask, other=0).to(tl.float32)
-        if FORMAT != 2:
-            # exact small integers: u minus the implicit zero point (0 with explicit zeros,
-            # which come off per group below)
-            even = even - (_MAGIC + ZERO_POINT)
-            if PARTS == 2:
-                odd = odd - (_MAGIC + ZERO_POINT)
-        # Activations load contiguously; int4 splits them into even and odd columns.
-        offs_k = k0 + offs_bk
-        mask_k = _below(offs_k, K, EVEN_K)
-        if GEMV_ROWS > 0:
-            for m in tl.static_range(GEMV_ROWS):
-                xr = tl.load(x_ptr + m * stride_xm + offs_k, mask=mask_k, other=0.0)
-                xr = xr.to(tl.float32)
-                if PARTS == 2:
-                    xa, xb = tl.split(tl.reshape(xr, (HALF_K, 2)))
-                else:
-                    xa = xr
-                sums = _group_sums(even * xa[None, :], BLOCK_N, SUBGROUPS, WIDTH)
-                if HAS_ZEROS:
-                    x_sums = tl.sum(tl.reshape(xa, (SUBGROUPS, WIDTH)), axis=1)
-                if PARTS == 2:
-                    sums += _group_sums(odd * xb[None, :], BLOCK_N, SUBGROUPS, WIDTH)
-                    if HAS_ZEROS:
-                        x_sums += tl.sum(tl.reshape(xb, (SUBGROUPS, WIDTH)), axis=1)
-                if HAS_ZEROS:
-                    sums -= zero * x_sums[None, :]
-                row = tl.sum(sums * scale, axis=1)
-                acc += tl.where(offs_m[None, :] == m, row[:, None], 0.0)
+        if MAGIC_OR != 0:
+            acc = magic_step(acc, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, mask_n, offs_m, mask_m,
+                             k0, N, K, stride_xm, stride_wn, group_size, HAS_ZEROS,
+                             ZERO_POINT, MAGIC_OR, MAGIC_VALUE, BLOCK_M, BLOCK_K, GROUP, EVEN_K)
         else:
-            x_rows = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
-            xr = tl.load(x_rows, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-            if PARTS == 2:
-                xa, xb = tl.split(tl.reshape(xr, (BLOCK_M, HALF_K, 2)))
-            else:
-                xa = xr
-            w = _dequant_groups(even, zero, scale, HAS_ZEROS, BLOCK_N, SUBGROUPS, WIDTH)
-            acc = tl.dot(w.to(xa.dtype), tl.trans(xa), acc, input_precision=DOT_PRECISION)
-            if PARTS == 2:
-                w = _dequant_groups(odd, zero, scale, HAS_ZEROS, BLOCK_N, SUBGROUPS, WIDTH)
-                acc = tl.dot(w.to(xb.dtype), tl.trans(xb), acc, input_precision=DOT_PRECISION)
+            acc = _dequant_step(acc, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, mask_n, offs_m,
+                                mask_m, k0, N, K, stride_xm, stride_wn, group_size, FORMAT,
+                                HAS_ZEROS, ZERO_POINT, DOT_PRECISION, GEMV_ROWS, BLOCK_M,
+                                BLOCK_N, BLOCK_K, GROUP, EVEN_K)
     if splits == 1:
         store_transposed(acc, bias_ptr, out_ptr, offs_n, offs_m, mask_n, mask_m, stride_om,
                          HAS_BIAS)
@@ -278,17 +302,19 @@ def fixed_splits(splits: int, k_tiles: int) -> tuple[int, int]:
     return -(-k_tiles // per_split), per_split
 
 
-def tile_shape(qw: QuantizedWeight, block_k: int, gemv: bool) -> tuple[int, int] | None:
+def tile_shape(qw: QuantizedWeight, block_k: int, path: str) -> tuple[int, int] | None:
     """(BLOCK_K, GROUP): the K tile and the span of one scale inside it (a power of two
-    dividing BLOCK_K), or None when ``group_size`` leaves no usable power-of-two tile.
+    dividing BLOCK_K), or None when ``group_size`` leaves no usable power-of-two tile for
+    ``path`` (one of :data:`PATHS`).
 
     Groups of a power-of-two size up to ``block_k`` sit whole in a tile; larger groups
     and one group per channel hold whole tiles; other group sizes cap the tile at the
-    largest power of two dividing them.
+    largest power of two dividing them. The magic path multiplies one ``GROUP`` per dot,
+    so it needs ``GROUP >= 32`` (int4: 16 values per half tile).
     """
     # tl.dot needs K >= 16 per operand: 32 values of int4 (two half tiles)
-    smallest = 32 if qw.bits == 4 and not gemv else 16
-    if not gemv:
+    smallest = 32 if qw.bits == 4 and path != "gemv" else 16
+    if path != "gemv":
         block_k = min(block_k, MAX_DOT_BLOCK_K)
     if qw.num_groups == 1:
         bk = max(smallest, min(block_k, triton.next_power_of_2(qw.in_features)))
@@ -296,9 +322,13 @@ def tile_shape(qw: QuantizedWeight, block_k: int, gemv: bool) -> tuple[int, int]
     gs = qw.group_size
     if gs & (gs - 1) == 0:
         bk = max(block_k, smallest)
-        return bk, min(gs, bk)
-    bk = min(block_k, gs & -gs)
-    return (bk, bk) if bk >= smallest else None
+        shape = bk, min(gs, bk)
+    else:
+        bk = min(block_k, gs & -gs)
+        shape = (bk, bk) if bk >= smallest else None
+    if path == "magic" and shape is not None and shape[1] < 32:
+        return None
+    return shape
 
 
 def default_config(m: int, qw: QuantizedWeight) -> DecodeConfig:
@@ -311,16 +341,32 @@ def splitk_linear(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | Non
     """``out [M, N] = x [M, K] @ dequant(qw)^T + bias`` for ``M <= MAX_M``; x has unit
     column stride. ``config`` overrides :func:`default_config`.
 
-    Returns False, writing nothing, when the group size admits no K tile (int4 groups
-    whose size is an odd multiple of 16, on the dot path); the caller then uses another
-    kernel.
+    Returns False, writing nothing, when the group size admits no K tile on the chosen
+    path (int4 groups whose size is an odd multiple of 16 on the dot and magic paths, or
+    smaller than 32 on the magic path); the caller then uses another kernel.
+
+    Raises
+    ------
+    ValueError
+        The configuration asks for the magic path with weights other than int4 or
+        activations other than bfloat16 / float16 (never a silent fallback: an explicit
+        path is a request to measure that path).
     """
     m, k = x.shape
     n = qw.out_features
     assert 0 < m <= MAX_M
     cfg = config if config is not None else default_config(m, qw)
-    gemv = cfg.gemv if cfg.gemv is not None else m <= GEMV_MAX_M
-    shape = tile_shape(qw, cfg.block_k, gemv)
+    path = cfg.path if cfg.path is not None else ("gemv" if m <= GEMV_MAX_M else "dot")
+    magic_or, magic_value = 0, 0.0
+    if path == "magic":
+        if qw.method != "int4" or x.dtype not in MAGIC16:
+            raise ValueError(
+                "config.path='magic' needs int4 weights and bfloat16 or float16 activations, "
+                f"got {qw.method} weights and {str(x.dtype).removeprefix('torch.')} "
+                "activations; use path 'gemv' or 'dot'"
+            )
+        magic_or, magic_value = MAGIC16[x.dtype]
+    shape = tile_shape(qw, cfg.block_k, path)
     if shape is None:
         return False
     bk, group = shape
@@ -339,13 +385,15 @@ def splitk_linear(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | Non
     if qw.zeros is not None:
         meta["ZERO_POINT"] = 0  # explicit zero points replace the implicit one
     zeros = qw.zeros if qw.zeros is not None else qw.scales
+    gemv = path == "gemv"
     block_m = triton.next_power_of_2(m) if gemv else max(16, triton.next_power_of_2(m))
     _decode_kernel[(n_tiles, splits)](
         x, weight_bits(qw), qw.scales, zeros, bias if bias is not None else out, out, partials,
         counters, m, n, k, x.stride(0), qw.qweight.stride(0), out.stride(0), qw.group_size,
         per_split * bk, splits,
         **meta, HAS_BIAS=bias is not None, DOT_PRECISION=dot_precision(x.dtype),
-        GEMV_ROWS=m if gemv else 0, BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=bk,
-        GROUP=group, EVEN_K=k % bk == 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        GEMV_ROWS=m if gemv else 0, MAGIC_OR=magic_or, MAGIC_VALUE=magic_value,
+        BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=bk, GROUP=group, EVEN_K=k % bk == 0,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return True

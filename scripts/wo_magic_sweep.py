@@ -1,0 +1,211 @@
+"""Sweep the magic path of the int4 decode kernel against cuBLAS bf16 and the default.
+
+W4A16 (int4, groups of 128, symmetric) with bfloat16 activations; weights ``[N, K]`` in
+{(14336, 4096), (4096, 14336)}; M in {1, 4, 16}. Every timing replays a CUDA graph of 20
+calls that rotate over 8 distinct weight copies (and activations and outputs), so no
+weight is in L2 when it is read (8 copies: about 235 MB int4, 940 MB bf16, against 50-60
+MB of L2); the time per call is the median of 5 replays divided by 20. Each magic config
+is first checked against the float32 matmul with the dequantized weight; configs that
+fail the check or raise are skipped, with the reason printed. GB/s is the int4 kernel's
+bytes (packed weight, scales, x, out) over each row's time, cuBLAS's row included.
+
+Run on a CUDA machine from the project root:
+
+    PYTHONPATH=src python scripts/wo_magic_sweep.py --out magic_sweep.json --budget-s 540
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+
+import torch
+
+from infercore.ops.quant import quantize_weight
+from infercore.ops.quant.triton_wo_splitk import DecodeConfig, default_config, splitk_linear
+from infercore.ops.quant.weights import dequantize_weight
+
+SHAPES = [(14336, 4096), (4096, 14336)]  # [N, K]
+ROWS = [1, 4, 16]
+GROUP = 128
+DEVICE = "cuda"
+COPIES = 8  # distinct weights rotated through a graph
+CALLS = 20  # calls captured per graph
+REPLAYS = 5
+TOLERANCE = 1e-2  # relative-norm bound of bfloat16 outputs (tests/helpers.py REL_TOL)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def _splits(text: str) -> list[int | None]:
+    return [None if v == "none" else int(v) for v in text.split(",")]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="JSON file to write the results to")
+    p.add_argument("--budget-s", type=float, default=540.0,
+                   help="stop starting new configs after this many seconds")
+    p.add_argument("--block-n", type=_ints, default=[16, 32, 64, 128])
+    p.add_argument("--block-k", type=_ints, default=[128, 256])
+    p.add_argument("--warps", type=_ints, default=[4, 8])
+    p.add_argument("--stages", type=_ints, default=[2, 3, 4])
+    p.add_argument("--splits", type=_splits, default=[None, 4, 8],
+                   help="comma list; 'none' plans the splits from the SM count")
+    p.add_argument("--top", type=int, default=8, help="magic configs printed per case")
+    return p.parse_args()
+
+
+def time_calls(calls: list) -> float:
+    """Microseconds per call: a graph of ``calls`` replayed ``REPLAYS`` times, median."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up (compiles, allocates) outside the capture
+        for call in calls:
+            call()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(REPLAYS):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / len(calls))
+    del graph
+    return statistics.median(times)
+
+
+class Case:
+    """One (shape, M): weight copies, activations, outputs and the float32 reference."""
+
+    def __init__(self, n: int, k: int, m: int, weights: list, qws: list) -> None:
+        self.n, self.k, self.m = n, k, m
+        self.weights, self.qws = weights, qws
+        self.xs = [torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16) for _ in qws]
+        self.outs = [torch.empty(m, n, device=DEVICE, dtype=torch.bfloat16) for _ in qws]
+        self.ref = self.xs[0].float() @ dequantize_weight(qws[0], torch.float32).t()
+        self.bytes = qws[0].nbytes + 2 * (m * k + m * n)
+        self.label = f"M={m} [{n}, {k}]"
+
+    def check(self, config: DecodeConfig | None) -> None:
+        out = self.outs[0].fill_(float("nan"))
+        if not splitk_linear(self.xs[0], self.qws[0], None, out, config=config):
+            raise ValueError("splitk_linear declined the layout")
+        err = ((out.float() - self.ref).norm() / self.ref.norm()).item()
+        if not err <= TOLERANCE:  # also false for NaN
+            raise AssertionError(f"relative error {err:.2e} > {TOLERANCE:.0e}")
+
+    def kernel_calls(self, config: DecodeConfig | None) -> list:
+        def call(j: int) -> None:
+            splitk_linear(self.xs[j], self.qws[j], None, self.outs[j], config=config)
+
+        return [lambda j=i % COPIES: call(j) for i in range(CALLS)]
+
+    def cublas_calls(self) -> list:
+        return [lambda j=i % COPIES: self.xs[j] @ self.weights[j].t() for i in range(CALLS)]
+
+
+def config_dict(cfg: DecodeConfig) -> dict:
+    return {"block_n": cfg.block_n, "block_k": cfg.block_k, "num_warps": cfg.num_warps,
+            "num_stages": cfg.num_stages, "splits": cfg.splits, "path": cfg.path}
+
+
+def config_label(cfg: DecodeConfig) -> str:
+    return (f"{cfg.path or 'auto'} n{cfg.block_n} k{cfg.block_k} w{cfg.num_warps} "
+            f"s{cfg.num_stages} splits={cfg.splits or 'auto'}")
+
+
+def main() -> None:
+    args = parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA GPU")
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    results: list[dict] = []
+    cases: list[Case] = []
+    for n, k in SHAPES:
+        weights = [torch.randn(n, k, device=DEVICE, dtype=torch.bfloat16) * 0.02
+                   for _ in range(COPIES)]
+        qws = [quantize_weight(w, "int4", group_size=GROUP, symmetric=True) for w in weights]
+        cases += [Case(n, k, m, weights, qws) for m in ROWS]
+
+    def record(case: Case, name: str, cfg: DecodeConfig | None, us: float) -> None:
+        results.append({"n": case.n, "k": case.k, "m": case.m, "name": name,
+                        "config": config_dict(cfg) if cfg is not None else None, "us": us,
+                        "gbps": case.bytes / us * 1e-3})
+
+    baseline: dict[str, float] = {}
+    for case in cases:
+        baseline[case.label] = time_calls(case.cublas_calls())
+        record(case, "cublas.bf16", None, baseline[case.label])
+        case.check(None)
+        record(case, "default", default_config(case.m, case.qws[0]),
+               time_calls(case.kernel_calls(None)))
+    grid = [DecodeConfig(bn, bk, num_warps=w, num_stages=s, splits=sp, path="magic")
+            for bn, bk, w, s, sp in itertools.product(args.block_n, args.block_k, args.warps,
+                                                       args.stages, args.splits)]
+    skipped: list[dict] = []
+    done = 0
+    for cfg in grid:
+        if time.perf_counter() - started > args.budget_s:
+            print(f"budget of {args.budget_s:.0f} s spent: {len(grid) - done} configs not run")
+            break
+        done += 1
+        for case in cases:
+            try:
+                case.check(cfg)
+                us = time_calls(case.kernel_calls(cfg))
+            except Exception as exc:  # a failing config is reported and skipped
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                print(f"skip {config_label(cfg)} {case.label}: {reason}")
+                skipped.append({"n": case.n, "k": case.k, "m": case.m,
+                                "config": config_dict(cfg), "reason": reason})
+                continue
+            record(case, "magic", cfg, us)
+    for row in results:
+        row["speedup_vs_cublas"] = baseline[f"M={row['m']} [{row['n']}, {row['k']}]"] / row["us"]
+    print_table(cases, results, args.top)
+    summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+               "group_size": GROUP, "copies": COPIES, "calls_per_graph": CALLS,
+               "replays": REPLAYS, "configs_run": done, "configs_in_grid": len(grid),
+               "seconds": time.perf_counter() - started, "results": results,
+               "skipped": skipped}
+    with open(args.out, "w") as f:
+        json.dump(summary, f, indent=1)
+    print(f"wrote {args.out}")
+
+
+def print_table(cases: list[Case], results: list[dict], top: int) -> None:
+    for case in cases:
+        rows = [r for r in results if (r["n"], r["k"], r["m"]) == (case.n, case.k, case.m)]
+        fixed = [r for r in rows if r["name"] != "magic"]
+        magic = sorted((r for r in rows if r["name"] == "magic"), key=lambda r: r["us"])
+        print(f"\n{case.label}")
+        print(f"  {'config':<44} {'us':>8} {'GB/s':>7} {'vs cuBLAS':>9}")
+        for r in fixed + magic[:top]:
+            cfg = r["config"]
+            label = r["name"] if cfg is None else f"{r['name']}: {label_of(cfg)}"
+            print(f"  {label:<44} {r['us']:8.1f} {r['gbps']:7.0f} "
+                  f"{r['speedup_vs_cublas']:8.2f}x")
+
+
+def label_of(cfg: dict) -> str:
+    return config_label(DecodeConfig(**cfg))
+
+
+if __name__ == "__main__":
+    main()
