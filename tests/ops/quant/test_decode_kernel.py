@@ -134,6 +134,8 @@ def test_default_configs_run():
         x, qw, bias = _case(method, True, 64, 21, 256, m, torch.float16, seed=m)
         cfg = default_config(m, qw)
         assert cfg in DEFAULT_CONFIGS.values()
+        if method == "int4":
+            assert default_config(m, qw, torch.float16).path == "magic"
         out = _run(x, qw, bias, None)
         assert_close(out, quantized_linear_reference(x.double(), qw, bias.double()),
                      dtype=torch.float16)
