@@ -14,9 +14,10 @@ from infercore_cutlass.kernels import ALIGNMENT
 class CutlassGemm(Backend):
     family = "gemm"
     name = "cutlass"
-    # Below triton (100) and torch (150): a launch goes through Python argument packing
-    # (cutlass_cppgen) and kernels compile on first use. Initial choice, to be tuned with
-    # the gemm benchmark suite.
+    # Below triton (100) and torch (150): a launch goes through cutlass_cppgen's Python
+    # argument packing, which allocates, clears and frees a device workspace per call (on
+    # an H200 a Llama-8B M=16 projection took ~0.37 ms against cuBLAS's 0.02 ms, while
+    # 8192^3 ran at 0.93x cuBLAS), and kernels compile on first use (~36-70 s each).
     priority = 50
     devices = ("cuda",)
     dtypes = (torch.float16, torch.bfloat16)
