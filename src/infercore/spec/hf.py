@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from infercore.spec.models import common_prefix, per_row_num_last
+from infercore.spec.models import common_prefix, logits_arguments
 
 __all__ = ["HFModel"]
 
@@ -81,9 +81,7 @@ class HFModel:
         keys: Sequence[Hashable] | None = None,
     ) -> torch.Tensor:
         """See :class:`~infercore.spec.models.LogitsModel`; returns float32 ``[B, n, V]``."""
-        rows = [list(r) for r in rows]
-        ns = per_row_num_last(num_last, rows)
-        keys = list(keys) if keys is not None else list(range(len(rows)))
+        rows, ns, keys = logits_arguments(rows, num_last, keys)
         if keys != self._keys:
             self.reset()
             self._keys = keys

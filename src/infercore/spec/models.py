@@ -15,7 +15,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-__all__ = ["CallableModel", "LogitsModel", "common_prefix", "per_row_num_last"]
+__all__ = ["CallableModel", "LogitsModel", "common_prefix", "logits_arguments",
+           "per_row_num_last"]
 
 
 @runtime_checkable
@@ -53,6 +54,22 @@ def per_row_num_last(num_last: int | Sequence[int], rows: Sequence[Sequence[int]
                 f"num_last[{b}] must be in [1, len(rows[{b}])] = [1, {len(row)}], got {n}"
             )
     return ns
+
+
+def logits_arguments(
+    rows: Sequence[Sequence[int]],
+    num_last: int | Sequence[int],
+    keys: Sequence[Hashable] | None,
+) -> tuple[list[list[int]], list[int], list[Hashable]]:
+    """The arguments of :meth:`LogitsModel.logits` checked and normalized: rows as
+    lists, one ``num_last`` per row, and ``keys`` (default: the row indices) as distinct
+    ids, one per row."""
+    rows = [list(r) for r in rows]
+    ns = per_row_num_last(num_last, rows)
+    keys = list(keys) if keys is not None else list(range(len(rows)))
+    if len(keys) != len(rows) or len(set(keys)) != len(keys):
+        raise ValueError(f"keys must be {len(rows)} distinct ids, one per row, got {keys}")
+    return rows, ns, keys
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

@@ -21,7 +21,7 @@ import torch
 
 from infercore.cache import KVCacheManager
 from infercore.spec.kv import SpecKVCache
-from infercore.spec.models import common_prefix, per_row_num_last
+from infercore.spec.models import common_prefix, logits_arguments
 
 __all__ = ["PagedBatch", "PagedForward", "PagedModel"]
 
@@ -111,11 +111,7 @@ class PagedModel:
         keys: Sequence[Hashable] | None = None,
     ) -> torch.Tensor:
         """See :class:`~infercore.spec.models.LogitsModel`; returns float32 ``[B, n, V]``."""
-        rows = [list(r) for r in rows]
-        ns = per_row_num_last(num_last, rows)
-        keys = list(keys) if keys is not None else list(range(len(rows)))
-        if len(keys) != len(rows) or len(set(keys)) != len(keys):
-            raise ValueError(f"keys must be {len(rows)} distinct ids, one per row, got {keys}")
+        rows, ns, keys = logits_arguments(rows, num_last, keys)
         for key in [k for k in self._tokens if k not in set(keys)]:
             self._drop(key)
         cache = self.cache
