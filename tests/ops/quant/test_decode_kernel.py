@@ -139,6 +139,9 @@ def test_default_configs_run():
         out = _run(x, qw, bias, None)
         assert_close(out, quantized_linear_reference(x.double(), qw, bias.double()),
                      dtype=torch.float16)
+    # groups of 16 leave the magic path no tile: the default falls back to the dot path
+    small_groups = quantize_weight(torch.randn(8, 64), "int4", group_size=16)
+    assert default_config(4, small_groups, torch.float16).path != "magic"
 
 
 def test_tile_shape():

@@ -68,21 +68,26 @@ def check_rows(name: str, out: torch.Tensor, setup: PagedSetup, seqs: list[int],
             raise AssertionError(f"{name}: sequence {b}: relative error {err:.2e} > {tol:.0e}")
 
 
-def graphed(fn: Callable[[], object]) -> Callable[[], None]:
-    """``fn`` captured in a CUDA graph (after a warm-up call); returns the replay.
+class _Replay:
+    """Replays a captured graph and holds the captured callable: a graph reads its
+    buffers by address, so whatever the callable holds (a planned wrapper's metadata, say)
+    must outlive the graph. Freed, that memory goes back to the allocator and replays read
+    whatever is written there next."""
 
-    The replay keeps ``fn`` alive: a graph reads its buffers by address, so whatever
-    ``fn`` holds (a planned wrapper's metadata, say) must outlive the graph. Freed, that
-    memory goes back to the allocator and replays read whatever is written there next.
-    """
+    def __init__(self, graph: torch.cuda.CUDAGraph, captured: Callable[[], object]) -> None:
+        self.graph = graph
+        self.captured = captured
+
+    def __call__(self) -> None:
+        self.graph.replay()
+
+
+def graphed(fn: Callable[[], object]) -> Callable[[], None]:
+    """``fn`` captured in a CUDA graph (after a warm-up call); returns the replay, which
+    keeps ``fn`` alive."""
     fn()
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-
-    def replay() -> None:
-        graph.replay()
-
-    replay.captured = fn  # type: ignore[attr-defined]
-    return replay
+    return _Replay(graph, fn)

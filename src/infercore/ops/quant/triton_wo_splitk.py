@@ -341,9 +341,11 @@ def tile_shape(qw: QuantizedWeight, block_k: int, path: str) -> tuple[int, int] 
 def default_config(m: int, qw: QuantizedWeight,
                    dtype: torch.dtype | None = None) -> DecodeConfig:
     """The configuration :func:`splitk_linear` uses for ``m`` rows of ``qw`` and
-    activations of ``dtype`` (the magic path for int4 with 16-bit activations and
-    ``GEMV_MAX_M < m <= MAGIC_MAX_M``; ``None`` leaves it out)."""
-    if (qw.method == "int4" and dtype in MAGIC16 and GEMV_MAX_M < m <= MAGIC_MAX_M):
+    activations of ``dtype``: the magic path for int4 with 16-bit activations and
+    ``GEMV_MAX_M < m <= MAGIC_MAX_M`` where its tiles fit the groups (``None`` leaves it
+    out), else GEMV or dot by ``m``."""
+    if (qw.method == "int4" and dtype in MAGIC16 and GEMV_MAX_M < m <= MAGIC_MAX_M
+            and tile_shape(qw, MAGIC_CONFIG.block_k, "magic") is not None):
         return MAGIC_CONFIG
     return DEFAULT_CONFIGS[(qw.bits, m <= GEMV_MAX_M)]
 
@@ -368,9 +370,6 @@ def splitk_linear(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | Non
     n = qw.out_features
     assert 0 < m <= MAX_M
     cfg = config if config is not None else default_config(m, qw, x.dtype)
-    if (config is None and cfg.path == "magic"
-            and tile_shape(qw, cfg.block_k, "magic") is None):
-        cfg = default_config(m, qw)  # groups the magic path cannot split: the dot path
     path = cfg.path if cfg.path is not None else ("gemv" if m <= GEMV_MAX_M else "dot")
     magic_or, magic_value = 0, 0.0
     if path == "magic":
