@@ -11,6 +11,9 @@ Three ways to multiply, chosen per call (:class:`DecodeConfig` ``path``):
 - GEMV (few rows): no ``tl.dot``. Each activation row multiplies the integer-valued tile
   in float32 and the products are summed per group; each group's sum is scaled once
   (zero points are taken off per group too: ``sum((u - z) x) = sum(u x) - z sum(x)``).
+  int4 and int8 weights whose rows split into 32-bit words run the GEMV over words
+  (:mod:`~infercore.ops.quant.triton_wo_gemv`, one AND per value); other layouts and fp8
+  the byte GEMV below.
 - Dot: the tile is scaled per group and fed to ``tl.dot`` against ``x^T`` ("swap AB":
   the weight is the left operand, the short activation side the right one).
 - Magic (int4 weights, 16-bit activations only): the codes become 16-bit operands by
@@ -37,11 +40,12 @@ import triton.language as tl
 from infercore.ops.quant.triton_dequant import (
     below,
     dot_precision,
+    finish_splits,
     format_meta,
     sm_count,
-    store_transposed,
     weight_bits,
 )
+from infercore.ops.quant.triton_wo_gemv import launch_word_gemv, word_bits
 from infercore.ops.quant.triton_wo_magic import MAGIC16, magic_step
 from infercore.ops.quant.weights import QuantizedWeight
 
@@ -49,8 +53,9 @@ from infercore.ops.quant.weights import QuantizedWeight
 #: Initial choice, to be tuned.
 MAX_M = 64
 #: Largest M multiplied without ``tl.dot`` by default. On an H200 (Llama-8B MLP weights,
-#: group 128) the GEMV path was fastest at M = 1 (W4A16 1.44x cuBLAS bf16) but at M = 4 it
-#: ran at 0.52-0.71x where ``tl.dot`` tiles reached 0.96-1.07x.
+#: int4 groups of 128) the GEMV over words was fastest at M = 1 (1.66-1.75x cuBLAS bf16)
+#: but at M = 2 it ran 27.1-28.0 us against 26.4-26.6 for the magic path, and at M = 4
+#: 63-64 us against 26.5.
 GEMV_MAX_M = 1
 #: Deepest K step of the dot path. On an H200 (Triton 3.x) 32x1024 dot tiles failed the
 #: reference check at M = 16 for every format while 512-deep steps passed.
@@ -82,6 +87,9 @@ class DecodeConfig:
         dequantizing to the activation dtype, ``"magic"`` (int4 weights with bfloat16 or
         float16 activations only) building 16-bit operands from the codes by bit
         operations. ``None`` means ``"gemv"`` for ``M <= GEMV_MAX_M``, else ``"dot"``.
+    prefetch : bool
+        GEMV over 32-bit words (:mod:`~infercore.ops.quant.triton_wo_gemv`) only: load the
+        next step's words while this step computes.
     """
 
     block_n: int
@@ -90,6 +98,7 @@ class DecodeConfig:
     num_stages: int = 3
     splits: int | None = None
     path: str | None = None
+    prefetch: bool = True
 
     def __post_init__(self) -> None:
         if self.path is not None and self.path not in PATHS:
@@ -97,11 +106,13 @@ class DecodeConfig:
 
 
 # Default configurations by (bits per weight, GEMV path), the best or within 2% of the best
-# of a sweep on an H200 (weights 14336x4096 and 4096x14336, group 128, bf16 activations):
-# W4A16 M=1 GEMV 16x1024 21.3 us (1.44x cuBLAS bf16) / 23.7 us; W8A16 M=1 GEMV 32x256
-# 19.3 / 20.1 us (1.59x); dot tiles at M=4-16 64x256 (int4) and 64x128 (int8), 0.96-1.10x.
+# of sweeps on an H200 (weights 14336x4096 and 4096x14336, int4 groups of 128, int8 one
+# scale per channel, bf16 activations, CUDA graphs over 8 weight copies). M=1 runs the
+# GEMV over 32-bit words (:mod:`~infercore.ops.quant.triton_wo_gemv`): int4 128x256
+# 17.5 / 19.0 us (1.75x / 1.66x cuBLAS bf16), int8 32x256 19.8 / 20.9 us (1.57x / 1.51x).
+# Dot tiles at M=4-16 64x256 (int4) and 64x128 (int8), 0.96-1.10x.
 DEFAULT_CONFIGS = {
-    (4, True): DecodeConfig(block_n=16, block_k=1024, num_warps=4, num_stages=3),
+    (4, True): DecodeConfig(block_n=128, block_k=256, num_warps=4, num_stages=1),
     (8, True): DecodeConfig(block_n=32, block_k=256, num_warps=4, num_stages=3),
     (4, False): DecodeConfig(block_n=64, block_k=256, num_warps=4, num_stages=3),
     (8, False): DecodeConfig(block_n=64, block_k=128, num_warps=4, num_stages=3),
@@ -277,24 +288,8 @@ def _decode_kernel(
                                 mask_m, k0, N, K, stride_xm, stride_wn, group_size, FORMAT,
                                 HAS_ZEROS, ZERO_POINT, DOT_PRECISION, GEMV_ROWS, BLOCK_M,
                                 BLOCK_N, BLOCK_K, GROUP, EVEN_K)
-    if splits == 1:
-        store_transposed(acc, bias_ptr, out_ptr, offs_n, offs_m, mask_n, mask_m, stride_om,
-                         HAS_BIAS)
-    else:
-        tile = offs_m[None, :] * N + offs_n[:, None]
-        mask = mask_n[:, None] & mask_m[None, :]
-        tl.store(part_ptr + pid_k * M * N + tile, acc, mask=mask)
-        # Every thread's partial is stored before the (release) increment publishes it.
-        tl.debug_barrier()
-        finished = tl.atomic_add(count_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
-        if finished == splits - 1:
-            total = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-            for split in range(splits):
-                total += tl.load(part_ptr + split * M * N + tile, mask=mask, other=0.0,
-                                 cache_modifier=".cg")
-            store_transposed(total, bias_ptr, out_ptr, offs_n, offs_m, mask_n, mask_m,
-                             stride_om, HAS_BIAS)
-            tl.atomic_xchg(count_ptr + pid_n, 0, sem="relaxed", scope="gpu")
+    finish_splits(acc, bias_ptr, out_ptr, part_ptr, count_ptr, offs_n, offs_m, mask_n, mask_m,
+                  M, N, stride_om, pid_n, pid_k, splits, HAS_BIAS)
 
 
 def plan_splits(n_tiles: int, k_tiles: int, sms: int) -> tuple[int, int]:
@@ -400,6 +395,11 @@ def splitk_linear(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | Non
         meta["ZERO_POINT"] = 0  # explicit zero points replace the implicit one
     zeros = qw.zeros if qw.zeros is not None else qw.scales
     gemv = path == "gemv"
+    if gemv and word_bits(qw) is not None and group >= 32 // qw.bits:
+        launch_word_gemv(x, qw, bias, out, partials, counters, per_split * bk, splits,
+                         block_n=cfg.block_n, step=bk, group=group, num_warps=cfg.num_warps,
+                         num_stages=cfg.num_stages, prefetch=cfg.prefetch)
+        return True
     block_m = triton.next_power_of_2(m) if gemv else max(16, triton.next_power_of_2(m))
     _decode_kernel[(n_tiles, splits)](
         x, weight_bits(qw), qw.scales, zeros, bias if bias is not None else out, out, partials,

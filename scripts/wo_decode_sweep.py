@@ -1,17 +1,18 @@
-"""Sweep the magic path of the int4 decode kernel against cuBLAS bf16 and the default.
+"""Sweep launch configurations of the weight-only decode kernel against cuBLAS bf16.
 
-W4A16 (int4, groups of 128, symmetric) with bfloat16 activations; weights ``[N, K]`` in
-{(14336, 4096), (4096, 14336)}; M in {1, 4, 16}. Every timing replays a CUDA graph of 20
-calls that rotate over 8 distinct weight copies (and activations and outputs), so no
-weight is in L2 when it is read (8 copies: about 235 MB int4, 940 MB bf16, against 50-60
-MB of L2); the time per call is the median of 5 replays divided by 20. Each magic config
-is first checked against the float32 matmul with the dequantized weight; configs that
-fail the check or raise are skipped, with the reason printed. GB/s is the int4 kernel's
-bytes (packed weight, scales, x, out) over each row's time, cuBLAS's row included.
+Weights ``[N, K]`` in {(14336, 4096), (4096, 14336)} (the Llama-3-8B MLP), quantized
+with ``--method`` (int4 or int8) and ``--group`` (0: one scale per output channel),
+symmetric; bfloat16 activations of M rows (``--rows``). Every timing replays a CUDA graph
+of 20 calls rotating over 8 distinct weight copies (and activations and outputs), so no
+weight is in L2 when it is read (8 copies of a bf16 weight: 940 MB, against 50-60 MB of
+L2); the time per call is the median of 5 replays divided by 20. Each config is first
+checked against the float32 matmul with the dequantized weight; configs that fail the
+check or raise are skipped, with the reason printed. GB/s is the quantized kernel's bytes
+(packed weight, scales, x, out) over each row's time, cuBLAS's row included.
 
-Run on a CUDA machine from the project root:
+Run on a CUDA machine from the project root, for example:
 
-    PYTHONPATH=src python scripts/wo_magic_sweep.py --out magic_sweep.json --budget-s 540
+    PYTHONPATH=src python scripts/wo_decode_sweep.py --out gemv.json --path gemv --rows 1,4
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from infercore.ops.quant.triton_wo_splitk import DecodeConfig, default_config, s
 from infercore.ops.quant.weights import dequantize_weight
 
 SHAPES = [(14336, 4096), (4096, 14336)]  # [N, K]
-ROWS = [1, 4, 16]
-GROUP = 128
 DEVICE = "cuda"
 COPIES = 8  # distinct weights rotated through a graph
 CALLS = 20  # calls captured per graph
@@ -46,18 +45,27 @@ def _splits(text: str) -> list[int | None]:
     return [None if v == "none" else int(v) for v in text.split(",")]
 
 
+def _bools(text: str) -> list[bool]:
+    return [v in ("1", "true", "yes") for v in text.split(",")]
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="JSON file to write the results to")
     p.add_argument("--budget-s", type=float, default=540.0,
                    help="stop starting new configs after this many seconds")
-    p.add_argument("--block-n", type=_ints, default=[16, 32, 64, 128])
-    p.add_argument("--block-k", type=_ints, default=[128, 256])
+    p.add_argument("--method", choices=("int4", "int8"), default="int4")
+    p.add_argument("--group", type=int, default=128, help="group size; 0 = per channel")
+    p.add_argument("--rows", type=_ints, default=[1, 4, 16], help="activation rows M")
+    p.add_argument("--path", choices=("gemv", "dot", "magic"), default="gemv")
+    p.add_argument("--block-n", type=_ints, default=[16, 32, 64])
+    p.add_argument("--block-k", type=_ints, default=[256, 512, 1024])
     p.add_argument("--warps", type=_ints, default=[4, 8])
-    p.add_argument("--stages", type=_ints, default=[2, 3, 4])
-    p.add_argument("--splits", type=_splits, default=[None, 4, 8],
-                   help="comma list; 'none' plans the splits from the SM count")
-    p.add_argument("--top", type=int, default=8, help="magic configs printed per case")
+    p.add_argument("--stages", type=_ints, default=[1])
+    p.add_argument("--splits", type=_splits, default=[None, 1, 2, 4])
+    p.add_argument("--prefetch", type=_bools, default=[True, False],
+                   help="comma list of 0/1 (GEMV over words only)")
+    p.add_argument("--top", type=int, default=6, help="configs printed per case")
     return p.parse_args()
 
 
@@ -121,12 +129,14 @@ class Case:
 
 def config_dict(cfg: DecodeConfig) -> dict:
     return {"block_n": cfg.block_n, "block_k": cfg.block_k, "num_warps": cfg.num_warps,
-            "num_stages": cfg.num_stages, "splits": cfg.splits, "path": cfg.path}
+            "num_stages": cfg.num_stages, "splits": cfg.splits, "path": cfg.path,
+            "prefetch": cfg.prefetch}
 
 
 def config_label(cfg: DecodeConfig) -> str:
     return (f"{cfg.path or 'auto'} n{cfg.block_n} k{cfg.block_k} w{cfg.num_warps} "
-            f"s{cfg.num_stages} splits={cfg.splits or 'auto'}")
+            f"s{cfg.num_stages} splits={cfg.splits or 'auto'}"
+            + (" pf" if cfg.prefetch and cfg.path == "gemv" else ""))
 
 
 def main() -> None:
@@ -140,8 +150,10 @@ def main() -> None:
     for n, k in SHAPES:
         weights = [torch.randn(n, k, device=DEVICE, dtype=torch.bfloat16) * 0.02
                    for _ in range(COPIES)]
-        qws = [quantize_weight(w, "int4", group_size=GROUP, symmetric=True) for w in weights]
-        cases += [Case(n, k, m, weights, qws) for m in ROWS]
+        group = args.group or k
+        qws = [quantize_weight(w, args.method, group_size=group, symmetric=True)
+               for w in weights]
+        cases += [Case(n, k, m, weights, qws) for m in args.rows]
 
     def record(case: Case, name: str, cfg: DecodeConfig | None, us: float) -> None:
         results.append({"n": case.n, "k": case.k, "m": case.m, "name": name,
@@ -153,11 +165,13 @@ def main() -> None:
         baseline[case.label] = time_calls(case.cublas_calls())
         record(case, "cublas.bf16", None, baseline[case.label])
         case.check(None)
-        record(case, "default", default_config(case.m, case.qws[0]),
+        record(case, "default", default_config(case.m, case.qws[0], torch.bfloat16),
                time_calls(case.kernel_calls(None)))
-    grid = [DecodeConfig(bn, bk, num_warps=w, num_stages=s, splits=sp, path="magic")
-            for bn, bk, w, s, sp in itertools.product(args.block_n, args.block_k, args.warps,
-                                                       args.stages, args.splits)]
+    prefetch = args.prefetch if args.path == "gemv" else [True]
+    grid = [DecodeConfig(bn, bk, num_warps=w, num_stages=s, splits=sp, path=args.path,
+                         prefetch=pf)
+            for bn, bk, w, s, sp, pf in itertools.product(
+                args.block_n, args.block_k, args.warps, args.stages, args.splits, prefetch)]
     skipped: list[dict] = []
     done = 0
     for cfg in grid:
@@ -175,13 +189,14 @@ def main() -> None:
                 skipped.append({"n": case.n, "k": case.k, "m": case.m,
                                 "config": config_dict(cfg), "reason": reason})
                 continue
-            record(case, "magic", cfg, us)
+            record(case, args.path, cfg, us)
     for row in results:
         row["speedup_vs_cublas"] = baseline[f"M={row['m']} [{row['n']}, {row['k']}]"] / row["us"]
     print_table(cases, results, args.top)
     summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-               "group_size": GROUP, "copies": COPIES, "calls_per_graph": CALLS,
-               "replays": REPLAYS, "configs_run": done, "configs_in_grid": len(grid),
+               "method": args.method, "group_size": args.group, "path": args.path,
+               "copies": COPIES, "calls_per_graph": CALLS, "replays": REPLAYS,
+               "configs_run": done, "configs_in_grid": len(grid),
                "seconds": time.perf_counter() - started, "results": results,
                "skipped": skipped}
     with open(args.out, "w") as f:
@@ -192,14 +207,14 @@ def main() -> None:
 def print_table(cases: list[Case], results: list[dict], top: int) -> None:
     for case in cases:
         rows = [r for r in results if (r["n"], r["k"], r["m"]) == (case.n, case.k, case.m)]
-        fixed = [r for r in rows if r["name"] != "magic"]
-        magic = sorted((r for r in rows if r["name"] == "magic"), key=lambda r: r["us"])
+        fixed = [r for r in rows if r["config"] is None or r["name"] == "default"]
+        swept = sorted((r for r in rows if r not in fixed), key=lambda r: r["us"])
         print(f"\n{case.label}")
-        print(f"  {'config':<44} {'us':>8} {'GB/s':>7} {'vs cuBLAS':>9}")
-        for r in fixed + magic[:top]:
+        print(f"  {'config':<48} {'us':>8} {'GB/s':>7} {'vs cuBLAS':>9}")
+        for r in fixed + swept[:top]:
             cfg = r["config"]
             label = r["name"] if cfg is None else f"{r['name']}: {label_of(cfg)}"
-            print(f"  {label:<44} {r['us']:8.1f} {r['gbps']:7.0f} "
+            print(f"  {label:<48} {r['us']:8.1f} {r['gbps']:7.0f} "
                   f"{r['speedup_vs_cublas']:8.2f}x")
 
 
