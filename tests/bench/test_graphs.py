@@ -84,7 +84,7 @@ def test_rotate_pairs_argument_copies():
 @pytest.mark.parametrize("kwargs", [{"copies": [], "calls": 4},
                                     {"copies": [print, print, print], "calls": 2}])
 def test_rotation_rejects_bad_arguments(kwargs):
-    with pytest.raises(ValueError, match="copies|calls"):
+    with pytest.raises(ValueError, match=r"copies|calls"):
         Rotation(kwargs["copies"], calls=kwargs["calls"])
 
 
@@ -118,7 +118,7 @@ def test_results_record_the_timing_mode(rotating_suite):
 
 
 def test_gemm_suite_rotates_its_small_case_on_cpu():
-    ceilings, results = bench.run_suite("gemm", CPU, quick=True, rep_ms=1)
+    _, results = bench.run_suite("gemm", CPU, quick=True, rep_ms=1)
     case = next(iter(bench.get_suite("gemm").make_cases(CPU, True)))
     assert all(isinstance(fn, Rotation) and len(fn.copies) == COPIES
                for fn in case.impls.values())
