@@ -16,8 +16,8 @@ from functools import partial
 
 import torch
 
-__all__ = ["CALLS", "COPIES", "GraphReplay", "Rotation", "capture", "graphed", "rotate",
-           "time_impl"]
+__all__ = ["CALLS", "COPIES", "GRAPH_MAX_M", "GraphReplay", "Rotation", "capture", "graphed",
+           "rotate", "time_impl"]
 
 #: Calls captured per graph (initial choice, to be tuned): enough that one replay's launch
 #: cost is spread over many kernels.
@@ -26,6 +26,9 @@ CALLS = 20
 #: an int4 [14336, 4096] weight are ~240 MB, about 4x a 50-60 MB L2, so no copy is still
 #: cached when it is read again.
 COPIES = 8
+#: Largest M for which the GEMM suites time graphs over rotating copies (initial choice, to
+#: be tuned: larger products run long enough that one call's host cost matters little).
+GRAPH_MAX_M = 512
 
 
 class GraphReplay:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import torch
 
 from infercore.bench import Case, suite
-from infercore.bench.graphs import COPIES, rotate
+from infercore.bench.graphs import COPIES, GRAPH_MAX_M, rotate
 from infercore.ops.gemm import GemmInputs, gemm
 from infercore.ops.gemm.reference import gemm_reference
 from infercore.registry import get_registry
@@ -28,9 +28,6 @@ LLAMA_8B = [("qkv", 6144, 4096), ("o", 4096, 4096), ("gate_up", 28672, 4096),
             ("down", 4096, 14336)]
 #: CUTLASS kernels compile on first use (~36 s each); quick runs time it on this many cases.
 QUICK_CUTLASS_CASES = 2
-#: Largest M timed as CUDA graphs over rotating copies (initial choice, to be tuned: larger
-#: products run long enough that one call's host cost matters little).
-GRAPH_MAX_M = 512
 
 
 def _shapes(quick: bool) -> list[tuple[str, int, int, int, bool]]:

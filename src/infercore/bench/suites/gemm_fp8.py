@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import torch
 
 from infercore.bench import Case, suite
-from infercore.bench.graphs import COPIES, rotate
-from infercore.bench.suites.gemm import GRAPH_MAX_M, LLAMA_8B
+from infercore.bench.graphs import COPIES, GRAPH_MAX_M, rotate
+from infercore.bench.suites.gemm import LLAMA_8B
 from infercore.ops.gemm import GemmFp8Inputs, gemm_fp8, quantize_fp8
 from infercore.ops.gemm.fp8_reference import gemm_fp8_reference
 

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from infercore.bench import Case, suite
-from infercore.bench.graphs import COPIES, rotate
-from infercore.bench.suites.gemm import GRAPH_MAX_M
+from infercore.bench.graphs import COPIES, GRAPH_MAX_M, rotate
 from infercore.ops.quant import gemm_w8a8, quantize_int8
 from infercore.ops.quant.reference import gemm_w8a8_reference
 
