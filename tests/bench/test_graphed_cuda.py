@@ -1,12 +1,14 @@
-"""The attention suites' CUDA-graph helper keeps what the captured work reads alive."""
+"""CUDA-graph timing: replays keep what the captured work reads alive, rotations capture
+every copy, uncapturable work falls back to eager timing, graph-timed suites measure."""
 
 import gc
 
 import pytest
 import torch
 
+from infercore import bench
+from infercore.bench.graphs import CALLS, COPIES, Rotation, graphed, time_impl
 from infercore.bench.suites import attention_mixed
-from infercore.bench.suites.attention_common import graphed
 
 pytestmark = pytest.mark.cuda
 
@@ -38,3 +40,86 @@ def test_mixed_suite_check_after_allocator_churn():
     case.check()
     torch.cuda.synchronize()
     del churn
+
+
+def _churn() -> list[torch.Tensor]:
+    """Allocations that reuse (and overwrite) memory freed by dropped tensors."""
+    gc.collect()
+    return [torch.full((1 << 16,), float("nan"), device="cuda") for _ in range(64)]
+
+
+def test_rotation_is_captured_once_and_replays_every_copy_after_churn():
+    counts = [0] * COPIES
+
+    def make() -> tuple[Rotation, list[torch.Tensor]]:
+        xs = [torch.randn(9, 33, device="cuda") for _ in range(COPIES)]
+        ws = [torch.randn(65, 33, device="cuda") for _ in range(COPIES)]
+
+        def copy(j: int):
+            def run() -> torch.Tensor:
+                counts[j] += 1
+                return torch.nn.functional.linear(xs[j], ws[j])
+
+            return run
+
+        expected = [torch.nn.functional.linear(x, w).clone() for x, w in zip(xs, ws, strict=True)]
+        return Rotation([copy(j) for j in range(COPIES)]), expected
+
+    rot, expected = make()
+    replays: list = []
+
+    def timer(replay) -> float:
+        replays.append(replay)
+        replay()
+        return 2.0
+
+    ms, mode = time_impl(rot, torch.device("cuda"), timer)
+    assert mode == "graph" and ms == pytest.approx(2.0 / CALLS)
+    (replay,) = replays
+    assert replay.calls == CALLS
+    per_copy = [len(range(j, CALLS, COPIES)) for j in range(COPIES)]
+    assert counts == [2 * c for c in per_copy]  # warm-up and capture, nothing per replay
+    outputs = rot.outputs
+    del rot  # only the replay holds the rotation and its inputs now
+    replays.clear()
+    for out in outputs:
+        out.fill_(float("nan"))
+    scratch = _churn()
+    replay()
+    torch.cuda.synchronize()
+    del scratch
+    assert counts == [2 * c for c in per_copy]
+    for out, ref in zip(outputs, expected, strict=True):
+        torch.testing.assert_close(out, ref)
+
+
+def test_uncapturable_rotation_is_timed_eagerly():
+    x = torch.randn(1024, device="cuda")
+
+    def syncing() -> torch.Tensor:
+        y = x * 2
+        torch.cuda.synchronize()  # not allowed while a stream is capturing
+        return y
+
+    calls: list[int] = []
+
+    def timer(fn) -> float:
+        calls.append(fn.calls)
+        fn()
+        return 1.0
+
+    ms, mode = time_impl(Rotation([syncing, syncing]), torch.device("cuda"), timer)
+    assert mode == "eager" and calls == [CALLS] and ms == pytest.approx(1.0 / CALLS)
+    torch.testing.assert_close((x + 1).sum(), x.sum() + x.numel())  # the context still works
+
+
+@pytest.mark.parametrize("name", ["quant_decode", "gemm"])
+def test_graph_timed_suite_case_measures(name):
+    device = torch.device("cuda")
+    case = next(c for c in bench.get_suite(name).make_cases(device, True)
+                if all(isinstance(fn, Rotation) for fn in c.impls.values()))
+    results = list(bench.run_case(bench.get_suite(name), case, device,
+                                  bench.measure_ceilings(device, quick=True), rep_ms=20))
+    assert all(r.error is None and r.ms > 0 for r in results), results
+    assert {r.impl: r.timing for r in results}[case.peer] == "graph"
+    assert all(r.timing in ("graph", "eager") for r in results)

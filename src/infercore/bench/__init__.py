@@ -4,7 +4,9 @@ A *suite* yields cases; each case names the bytes and FLOPs its work must at lea
 or compute and gives callables for every implementation, one of them the *peer* (the
 baseline measured in the same run). The harness times each with the median of many
 runs (``triton.testing.do_bench`` on CUDA), then reports time, GB/s or TFLOP/s, the
-fraction of the measured ceiling, and the ratio to the peer.
+fraction of the measured ceiling, and the ratio to the peer. An implementation given as a
+:class:`~infercore.bench.graphs.Rotation` (distinct copies of its inputs) is timed as a
+CUDA graph of many calls cycling through the copies (see :mod:`infercore.bench.graphs`).
 
 Suites live in ``infercore.bench.suites.<name>`` and register with :func:`suite`.
 """
@@ -20,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
+
+from infercore.bench.graphs import time_impl
 
 __all__ = [
     "OPTIONAL_PEERS",
@@ -42,8 +46,9 @@ __all__ = [
 class Case:
     """One configuration of a suite.
 
-    ``impls`` maps an implementation name to a zero-argument callable that runs it once;
-    ``peer`` names the baseline among them. ``bytes``/``flops`` are the least the work
+    ``impls`` maps an implementation name to a zero-argument callable that runs it once
+    (a :class:`~infercore.bench.graphs.Rotation` to time it as a CUDA graph over rotating
+    inputs); ``peer`` names the baseline among them. ``bytes``/``flops`` are the least the work
     must move/compute (each input read once, each output written once).
     """
 
@@ -57,6 +62,9 @@ class Case:
 
 @dataclass
 class Result:
+    """One timed implementation; ``timing`` says how: ``"eager"`` (calls from Python) or
+    ``"graph"`` (CUDA-graph replays, time per call); ``None`` when it was not timed."""
+
     suite: str
     case: str
     impl: str
@@ -67,6 +75,7 @@ class Result:
     vs_peer: float | None = None
     peer: str | None = None
     error: str | None = None
+    timing: str | None = None
 
 
 @dataclass
@@ -187,10 +196,12 @@ def run_case(suite_: Suite, case: Case, device: torch.device, ceilings: Ceilings
                 yield Result(suite_.name, case.name, impl, float("nan"), error=error)
             return
     times: dict[str, float] = {}
+    modes: dict[str, str] = {}
     errors: dict[str, str] = {}
     for impl, fn in case.impls.items():
         try:
-            times[impl] = timeit(fn, device, rep_ms=rep_ms)
+            times[impl], modes[impl] = time_impl(
+                fn, device, lambda f: timeit(f, device, rep_ms=rep_ms))
         except Exception as exc:  # a peer missing here must not stop the suite
             errors[impl] = f"{type(exc).__name__}: {exc}"
     peer_ms = times.get(case.peer) if case.peer else None
@@ -208,7 +219,8 @@ def run_case(suite_: Suite, case: Case, device: torch.device, ceilings: Ceilings
         else:
             frac = None
         vs = peer_ms / ms if peer_ms else None
-        yield Result(suite_.name, case.name, impl, ms, gbps, tflops, frac, vs, case.peer)
+        yield Result(suite_.name, case.name, impl, ms, gbps, tflops, frac, vs, case.peer,
+                     timing=modes[impl])
 
 
 def run_suite(name: str, device: torch.device, *, quick: bool = False,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from infercore.bench.graphs import graphed
 from infercore.ops.attention.reference import paged_attention_reference
 
 __all__ = ["PagedSetup", "check_rows", "graphed", "paged_setup"]
@@ -66,28 +66,3 @@ def check_rows(name: str, out: torch.Tensor, setup: PagedSetup, seqs: list[int],
         err = ((got - ref.double()).norm() / ref.double().norm()).item()
         if not err < tol:
             raise AssertionError(f"{name}: sequence {b}: relative error {err:.2e} > {tol:.0e}")
-
-
-class _Replay:
-    """Replays a captured graph and holds the captured callable: a graph reads its
-    buffers by address, so whatever the callable holds (a planned wrapper's metadata, say)
-    must outlive the graph. Freed, that memory goes back to the allocator and replays read
-    whatever is written there next."""
-
-    def __init__(self, graph: torch.cuda.CUDAGraph, captured: Callable[[], object]) -> None:
-        self.graph = graph
-        self.captured = captured
-
-    def __call__(self) -> None:
-        self.graph.replay()
-
-
-def graphed(fn: Callable[[], object]) -> Callable[[], None]:
-    """``fn`` captured in a CUDA graph (after a warm-up call); returns the replay, which
-    keeps ``fn`` alive."""
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return _Replay(graph, fn)

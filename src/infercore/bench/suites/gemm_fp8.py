@@ -5,6 +5,10 @@ Operands as a linear layer holds them: ``a_q [M, K]`` row-major, ``b_q = w_q.t()
 block-wise (1x128 activations x 128x128 weights, DeepSeek-V3 style); torch._scaled_mm is
 the peer with the same scales where this backend uses it, else (block-wise) with row-wise
 scales, named so. Output bf16; FLOPs = 2*M*N*K.
+
+Cases with M <= ``GRAPH_MAX_M`` are timed as CUDA graphs of calls rotating over
+``COPIES`` distinct activations and weights (``infercore.bench.graphs``), where one eager
+call's host cost is comparable to the kernel; larger M is timed eagerly.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Iterator
 import torch
 
 from infercore.bench import Case, suite
+from infercore.bench.graphs import COPIES, GRAPH_MAX_M, rotate
 from infercore.bench.suites.gemm import LLAMA_8B
 from infercore.ops.gemm import GemmFp8Inputs, gemm_fp8, quantize_fp8
 from infercore.ops.gemm.fp8_reference import gemm_fp8_reference
@@ -44,22 +49,24 @@ def _scaled_mm(a_q, b_q, a_s, b_s):
 @suite("gemm_fp8", "e4m3 GEMM vs torch._scaled_mm (cuBLASLt): FLOPs = 2MNK", bound="compute")
 def cases(device: torch.device, quick: bool) -> Iterator[Case]:
     for name, m, n, k, recipes in _shapes(quick):
-        x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
-        w = torch.randn(n, k, device=device, dtype=torch.bfloat16)
+        copies = COPIES if m <= GRAPH_MAX_M else 1
+        xs = [torch.randn(m, k, device=device, dtype=torch.bfloat16) for _ in range(copies)]
+        ws = [torch.randn(n, k, device=device, dtype=torch.bfloat16) for _ in range(copies)]
         for recipe in recipes:
             ga, ba, gb, bb = RECIPES[recipe]
-            a_q, a_s = quantize_fp8(x, ga, block_size=ba)
-            b_q, b_s = quantize_fp8(w.t(), gb, block_size=bb)
-            impls = {"infercore-triton": lambda a_q=a_q, b_q=b_q, a_s=a_s, b_s=b_s: gemm_fp8(
-                a_q, b_q, a_s, b_s, out_dtype=torch.bfloat16, backend="triton")}
+            a_qs, a_ss = zip(*(quantize_fp8(x, ga, block_size=ba) for x in xs), strict=True)
+            b_qs, b_ss = zip(*(quantize_fp8(w.t(), gb, block_size=bb) for w in ws), strict=True)
+            impls = {"infercore-triton": rotate(gemm_fp8, a_qs, b_qs, a_ss, b_ss,
+                                                out_dtype=torch.bfloat16, backend="triton")}
             if recipe == "block":
                 peer = "torch._scaled_mm(rowwise)"
-                pa, pb = quantize_fp8(x, "token")[1], quantize_fp8(w.t(), "channel")[1]
+                pas = [quantize_fp8(x, "token")[1] for x in xs]
+                pbs = [quantize_fp8(w.t(), "channel")[1] for w in ws]
             else:
-                peer, pa, pb = "torch._scaled_mm", a_s, b_s
-            impls[peer] = lambda a_q=a_q, b_q=b_q, pa=pa, pb=pb: _scaled_mm(a_q, b_q, pa, pb)
+                peer, pas, pbs = "torch._scaled_mm", a_ss, b_ss
+            impls[peer] = rotate(_scaled_mm, a_qs, b_qs, pas, pbs)
 
-            def check(a_q=a_q, b_q=b_q, a_s=a_s, b_s=b_s) -> None:
+            def check(a_q=a_qs[0], b_q=b_qs[0], a_s=a_ss[0], b_s=b_ss[0]) -> None:
                 out = gemm_fp8(a_q, b_q, a_s, b_s, out_dtype=torch.bfloat16, backend="triton")
                 ref = gemm_fp8_reference(GemmFp8Inputs(a_q, b_q, a_s, b_s, None, out))
                 err = ((out.float() - ref).norm() / ref.norm()).item()

@@ -6,6 +6,10 @@ Triton kernel with its fused epilogue (per-token x per-channel scales, bf16 out)
 (``quantize_int8`` of bf16 activations + Triton GEMM) and cuBLAS bf16 ``F.linear``.
 Compute-bound: the fraction is of the measured bf16 matmul ceiling; int8 tensor cores
 peak at twice that rate, so int8 rows may exceed 1.
+
+Cases with M <= ``GRAPH_MAX_M`` are timed as CUDA graphs of calls rotating over
+``COPIES`` distinct activations and weights (``infercore.bench.graphs``), where one eager
+call's host cost is comparable to the kernel; larger M is timed eagerly.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from infercore.bench import Case, suite
+from infercore.bench.graphs import COPIES, GRAPH_MAX_M, rotate
 from infercore.ops.quant import gemm_w8a8, quantize_int8
 from infercore.ops.quant.reference import gemm_w8a8_reference
 
@@ -49,20 +54,21 @@ def cases(device: torch.device, quick: bool) -> Iterator[Case]:
         plan = [(m, name) for m in (32, 512, 4096) for name in LLAMA_8B]
     for m, name in plan:
         n, k = LLAMA_8B[name]
-        x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
-        w = torch.randn(n, k, device=device, dtype=torch.bfloat16) * 0.02
-        a, a_s = quantize_int8(x, "token")
-        wq, w_s = quantize_int8(w.t(), "channel")  # [K, N] column-major, [1, N]
+        copies = COPIES if m <= GRAPH_MAX_M else 1
+        xs = [torch.randn(m, k, device=device, dtype=torch.bfloat16) for _ in range(copies)]
+        ws = [torch.randn(n, k, device=device, dtype=torch.bfloat16) * 0.02
+              for _ in range(copies)]
+        a, a_s = zip(*(quantize_int8(x, "token") for x in xs), strict=True)
+        # [K, N] column-major weights, [1, N] scales
+        wq, w_s = zip(*(quantize_int8(w.t(), "channel") for w in ws), strict=True)
         impls = {
-            "infercore.triton": lambda a=a, wq=wq, a_s=a_s, w_s=w_s: gemm_w8a8(
-                a, wq, a_s, w_s, out_dtype=torch.bfloat16, backend="triton"
-            ),
-            "infercore.torch": lambda a=a, wq=wq, a_s=a_s, w_s=w_s: gemm_w8a8(
-                a, wq, a_s, w_s, out_dtype=torch.bfloat16, backend="torch"
-            ),
-            "torch._int_mm": lambda a=a, wq=wq: torch._int_mm(a, wq),
-            "infercore.quant+triton": lambda x=x, wq=wq, w_s=w_s: _w8a8_linear(x, wq, w_s),
-            "cublas.bf16": lambda x=x, w=w: F.linear(x, w),
+            "infercore.triton": rotate(gemm_w8a8, a, wq, a_s, w_s, out_dtype=torch.bfloat16,
+                                       backend="triton"),
+            "infercore.torch": rotate(gemm_w8a8, a, wq, a_s, w_s, out_dtype=torch.bfloat16,
+                                      backend="torch"),
+            "torch._int_mm": rotate(torch._int_mm, a, wq),
+            "infercore.quant+triton": rotate(_w8a8_linear, xs, wq, w_s),
+            "cublas.bf16": rotate(F.linear, xs, ws),
         }
         yield Case(
             f"{name} M={m} [{n}, {k}]",
@@ -70,5 +76,5 @@ def cases(device: torch.device, quick: bool) -> Iterator[Case]:
             peer="torch._int_mm",
             flops=2 * m * n * k,
             bytes=m * k + n * k + 2 * m * n,
-            check=lambda a=a, wq=wq, a_s=a_s, w_s=w_s: _check(a, wq, a_s, w_s),
+            check=lambda a=a[0], wq=wq[0], a_s=a_s[0], w_s=w_s[0]: _check(a, wq, a_s, w_s),
         )
