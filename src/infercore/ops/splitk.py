@@ -19,6 +19,9 @@ import triton.language as tl
 __all__ = ["fixed_splits", "plan_splits", "split_arrive", "split_counters", "split_sum"]
 
 _COUNTERS: dict[torch.device, torch.Tensor] = {}
+# Buffers replaced by larger ones stay allocated: CUDA graphs captured with them keep
+# using them (and leave them at zero).
+_RETIRED: list[torch.Tensor] = []
 
 
 def split_counters(device: torch.device, n: int) -> torch.Tensor:
@@ -26,6 +29,8 @@ def split_counters(device: torch.device, n: int) -> torch.Tensor:
     every split-K kernel on ``device``; kernels leave them at zero when done."""
     buf = _COUNTERS.get(device)
     if buf is None or buf.numel() < n:
+        if buf is not None:
+            _RETIRED.append(buf)
         buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
         _COUNTERS[device] = buf
     return buf
