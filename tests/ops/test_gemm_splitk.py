@@ -15,6 +15,7 @@ from infercore.ops.gemm.reference import gemm_reference
 from infercore.ops.gemm.triton_configs import (
     CONFIGS,
     MAX_SPLIT_K,
+    SPLIT_K_PARTIAL_RATIO,
     SPLIT_K_WAVES,
     GemmConfig,
     num_sms,
@@ -88,9 +89,9 @@ def test_split_k_planned_from_the_sms(device):
     """``split_k=None``: 2 tiles of 16x16 reach SPLIT_K_WAVES x SMs programs in the
     interpreter (6: 3 splits of 3, 3 and 1 K tiles), and the result is right."""
     _skip_without_triton(device)
-    m, n, k = 5, 20, 100
+    m, n, k = 2, 20, 100  # few rows: the partials traffic allows up to 6 splits
     config = GemmConfig(16, 16, 16, split_k=None)
-    splits, per_split = plan_split_k(config, 2, 7, device)
+    splits, per_split = plan_split_k(config, m, n, k, 4, device)
     target = SPLIT_K_WAVES * num_sms(device)
     assert 2 * splits >= min(target, 2 * 7) and (splits - 1) * per_split < 7
     a = _rand(m, k, dtype=torch.float32, device=device, seed=1)
@@ -103,8 +104,8 @@ def test_split_k_planned_from_the_sms(device):
 def test_split_k_one_k_tile_and_empty_k_run_unsplit(device):
     _skip_without_triton(device)
     config = GemmConfig(16, 16, 16, split_k=4)
-    assert plan_split_k(config, 3, 1, device) == (1, 1)
-    assert plan_split_k(config, 3, 0, device) == (1, 1)
+    assert plan_split_k(config, 9, 40, 16, 2, device) == (1, 1)
+    assert plan_split_k(config, 9, 40, 0, 2, device) == (1, 1)
     a = _rand(9, 0, dtype=torch.float32, device=device, seed=3)
     b = _rand(0, 12, dtype=torch.float32, device=device, seed=4)
     bias = _rand(12, dtype=torch.float32, device=device, seed=5)
@@ -143,6 +144,18 @@ def test_fixed_and_planned_splits_leave_no_split_empty():
     assert 64 * splits >= SPLIT_K_WAVES * 132 and splits * per_split >= 32
     assert splitk.plan_splits(1000, 32, 396, MAX_SPLIT_K) == (1, 32)  # enough tiles already
     assert splitk.plan_splits(1, 1000, 396, MAX_SPLIT_K)[0] == MAX_SPLIT_K
+
+
+def test_planned_split_k_bounds_the_partials_traffic(device):
+    """Float32 partials (written and read) stay within SPLIT_K_PARTIAL_RATIO of the bytes
+    of b, and a grid that already fills the GPU is not split."""
+    config = GemmConfig(16, 64, 128, split_k=None)
+    for m, n, k in [(16, 4096, 4096), (64, 4096, 4096), (64, 4096, 14336), (256, 4096, 4096),
+                    (16, 28672, 4096), (2048, 4096, 4096)]:
+        splits, _ = plan_split_k(config, m, n, k, 2, device)
+        assert splits == 1 or splits * m * n * 8 <= SPLIT_K_PARTIAL_RATIO * n * k * 2
+    assert plan_split_k(config, 256, 4096, 4096, 2, device)[0] == 1
+    assert plan_split_k(config, 2048, 4096, 4096, 2, device)[0] == 1
 
 
 def test_config_table_splits_only_16_bit_small_and_medium():

@@ -33,6 +33,7 @@ __all__ = [
     "CONFIGS",
     "MAX_SPLIT_K",
     "SM90_SHARED_MEMORY",
+    "SPLIT_K_PARTIAL_RATIO",
     "SPLIT_K_WAVES",
     "GemmConfig",
     "device_class",
@@ -124,10 +125,12 @@ _INTERPRETER = GemmConfig(64, 64, 64, group_m=2, persistent=True)
 _INTERPRETER_SMS = 2
 
 #: A planned split-K (``split_k=None``) aims for tiles x splits >= SPLIT_K_WAVES x SMs
-#: programs (several resident programs per SM keep weight loads in flight) and never
-#: splits more than MAX_SPLIT_K ways. Initial choices, to be tuned.
+#: programs (several resident programs per SM keep weight loads in flight), never splits
+#: more than MAX_SPLIT_K ways, and keeps the float32 partials (written, then read back)
+#: within SPLIT_K_PARTIAL_RATIO of the bytes of ``b``. Initial choices, to be tuned.
 SPLIT_K_WAVES = 3
 MAX_SPLIT_K = 16
+SPLIT_K_PARTIAL_RATIO = 0.25
 
 
 def m_class(m: int) -> str:
@@ -173,15 +176,21 @@ def fit_shared_memory(
     return config
 
 
-def plan_split_k(config: GemmConfig, tiles: int, k_tiles: int,
+def plan_split_k(config: GemmConfig, m: int, n: int, k: int, in_bytes: int,
                  device: torch.device) -> tuple[int, int]:
-    """(K splits, K tiles per split) of a launch of ``config`` over ``tiles`` output tiles
-    and ``k_tiles`` K tiles: ``config.split_k`` (at most that many non-empty splits), or
-    for ``None`` enough splits that the grid covers the SMs :data:`SPLIT_K_WAVES` times."""
+    """(K splits, K tiles per split) of a launch of ``config`` for an ``[m, k] @ [k, n]``
+    product of ``in_bytes``-byte operands: ``config.split_k`` (at most that many non-empty
+    splits), or for ``None`` enough splits that the grid covers the SMs
+    :data:`SPLIT_K_WAVES` times, within :data:`MAX_SPLIT_K` and
+    :data:`SPLIT_K_PARTIAL_RATIO`."""
+    k_tiles = -(-k // config.block_k)
     if config.split_k is not None:
         return splitk.fixed_splits(config.split_k, k_tiles)
-    target = SPLIT_K_WAVES * num_sms(device)
-    return splitk.plan_splits(tiles, k_tiles, target, MAX_SPLIT_K)
+    tiles = -(-m // config.block_m) * -(-n // config.block_n)
+    # partials: splits * m * n * 4 bytes, written and read; b: n * k * in_bytes
+    by_traffic = int(SPLIT_K_PARTIAL_RATIO * k * in_bytes / (8 * m))
+    limit = max(1, min(MAX_SPLIT_K, by_traffic))
+    return splitk.plan_splits(tiles, k_tiles, SPLIT_K_WAVES * num_sms(device), limit)
 
 
 def pick_config(m: int, bits: int, device: torch.device) -> GemmConfig:

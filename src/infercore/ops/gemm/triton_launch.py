@@ -128,8 +128,7 @@ def launch_matmul(
     if use_tma:
         config = fit_shared_memory(config, a.element_size(), out.element_size())
     num_tiles = triton.cdiv(m, config.block_m) * triton.cdiv(n, config.block_n)
-    splits, per_split = plan_split_k(config, num_tiles, triton.cdiv(k, config.block_k),
-                                     a.device)
+    splits, per_split = plan_split_k(config, m, n, k, a.element_size(), a.device)
     programs = num_tiles * splits
     if config.persistent:
         programs = min(programs, num_sms(a.device) * config.programs_per_sm)
