@@ -19,18 +19,23 @@ from infercore.ops.gemm.triton_launch import kernel_constexprs
 _TL = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32",
        torch.float8_e4m3fn: "fp8e4nv"}
 
-# (name, operand dtype, output dtype, b K-major, (SA_G, SA_K, SB_G, SB_K))
+# (name, M class, split K, operand dtype, output dtype, b K-major, (SA_G, SA_K, SB_G, SB_K))
 CASES = [
-    ("bf16 large, b=w.t()", torch.bfloat16, torch.bfloat16, True, (-1, False, -1, False)),
-    ("fp16 large, b row-major, fp32 out", torch.float16, torch.float32, False,
+    ("bf16 large, b=w.t()", "large", False, torch.bfloat16, torch.bfloat16, True,
      (-1, False, -1, False)),
-    ("fp8 large, 1x128 x 128x128 blocks", torch.float8_e4m3fn, torch.bfloat16, True,
-     (1, True, 128, True)),
+    ("fp16 large, b row-major, fp32 out", "large", False, torch.float16, torch.float32, False,
+     (-1, False, -1, False)),
+    ("fp8 large, 1x128 x 128x128 blocks", "large", False, torch.float8_e4m3fn, torch.bfloat16,
+     True, (1, True, 128, True)),
+    ("bf16 small split-K, b=w.t(), bias", "small", True, torch.bfloat16, torch.bfloat16, True,
+     (-1, False, -1, False)),
+    ("bf16 medium split-K, b=w.t(), bias", "medium", True, torch.bfloat16, torch.bfloat16, True,
+     (-1, False, -1, False)),
 ]
 
 
-def compile_case(dtype, out_dtype, b_kmajor, scales):
-    config = CONFIGS[("sm90", dtype.itemsize * 8, "large")]
+def compile_case(m_class, split_k, dtype, out_dtype, b_kmajor, scales):
+    config = CONFIGS[("sm90", dtype.itemsize * 8, m_class)]
     config = fit_shared_memory(config, dtype.itemsize, out_dtype.itemsize)
     bm, bn, bk = config.block_m, config.block_n, config.block_k
     b_block = [bn, bk] if b_kmajor else [bk, bn]
@@ -39,10 +44,13 @@ def compile_case(dtype, out_dtype, b_kmajor, scales):
         "b_desc": f"tensordesc<{_TL[dtype]}[{b_block[0]}, {b_block[1]}]>",
         "c_desc": f"tensordesc<{_TL[out_dtype]}[{bm}, {bn}]>",
         "bias_ptr": "*bf16", "sa_ptr": "*fp32", "sb_ptr": "*fp32",
+        "part_ptr": "*fp32", "count_ptr": "*i32",
         **{name: "i32" for name in ("M", "N", "K", "stride_sam", "stride_sak", "stride_sbk",
-                                    "stride_sbn", "num_programs")},
+                                    "stride_sbn", "num_programs", "splits",
+                                    "k_tiles_per_split")},
     }
-    consts = kernel_constexprs(config, dtype, torch.device("cuda"), True, scales)
+    consts = kernel_constexprs(config, dtype, torch.device("cuda"), True, scales,
+                               split_k=split_k)
     consts["B_KMAJOR"] = b_kmajor
     sig.update({name: "constexpr" for name in consts})
     kernel = triton.compile(
@@ -52,7 +60,8 @@ def compile_case(dtype, out_dtype, b_kmajor, scales):
     )
     ptx = kernel.asm["ptx"]
     return {"wgmma": "wgmma" in ptx, "tma": "cp.async.bulk.tensor" in ptx,
-            "shared": kernel.metadata.shared}
+            "atomics": "atom." in ptx, "shared": kernel.metadata.shared,
+            "block_m": config.block_m}
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def test_config_table_fits_hopper_shared_memory():
 
 def test_kernels_compile_for_hopper_with_wgmma_and_tma():
     """Ahead-of-time compilation for sm90 (no GPU needed): the Hopper path really uses
-    wgmma and TMA, and fits in shared memory."""
+    wgmma and TMA, split-K (and only split-K) atomic counters, and fits in shared memory."""
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).resolve().parents[2]
@@ -190,9 +190,11 @@ def test_kernels_compile_for_hopper_with_wgmma_and_tma():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(results) == 3, proc.stdout
+    assert len(results) == 5, proc.stdout
     for r in results:
-        assert r["wgmma"] and r["tma"], r
+        # wgmma: warpgroups of 64 rows (16-row tiles use mma.sync)
+        assert r["tma"] and r["wgmma"] == (r["block_m"] >= 64), r
+        assert r["atomics"] == ("split-K" in r["case"]), r  # the counters, only when split
         assert r["shared"] <= SM90_SHARED_MEMORY, r
 
 

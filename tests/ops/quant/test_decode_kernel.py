@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from infercore.ops.quant import quantize_weight, triton_wo_splitk
+from infercore.ops import splitk
+from infercore.ops.quant import quantize_weight
 from infercore.ops.quant.reference import quantized_linear_reference
 from infercore.ops.quant.triton_wo_splitk import (
     DEFAULT_CONFIGS,
@@ -123,7 +124,7 @@ def test_split_counts_agree_deterministic_and_leave_counters_at_zero(splits):
     first, second = _run(x, qw, bias, cfg), _run(x, qw, bias, cfg)
     assert torch.equal(first, second)
     if splits > 1:  # the 3 N tiles' counters are back at zero for the next call
-        assert int(triton_wo_splitk._COUNTERS[x.device][:3].abs().sum()) == 0
+        assert int(splitk.split_counters(x.device, 3)[:3].abs().sum()) == 0
     assert_close(first, quantized_linear_reference(x.double(), qw, bias.double()),
                  dtype=torch.float32)
 

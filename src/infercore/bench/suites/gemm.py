@@ -1,8 +1,9 @@
 """Dense bf16 GEMM: infercore's Triton and CUTLASS backends against torch.matmul (cuBLAS).
 
 Square 4096^3 / 8192^3 products with a row-major ``b``, and the linear layers of a
-Llama-3-8B decoder layer (``b = weight.t()`` of an ``[N, K]`` weight) at decode (M=16),
-chunked-prefill (512) and prefill (4096) token counts. FLOPs = 2*M*N*K.
+Llama-3-8B decoder layer (``b = weight.t()`` of an ``[N, K]`` weight) at decode (M=16,
+64: the Triton table splits K there), chunked-prefill (512) and prefill (4096) token
+counts. FLOPs = 2*M*N*K.
 
 Cases with M <= ``GRAPH_MAX_M`` are timed as CUDA graphs of calls rotating over
 ``COPIES`` distinct ``a`` and ``b`` (``infercore.bench.graphs``): there one eager call's
@@ -38,7 +39,7 @@ def _shapes(quick: bool) -> list[tuple[str, int, int, int, bool]]:
                 ("llama8b down M=16", 16, 4096, 14336, True)]
     shapes = [(f"{n}^3", n, n, n, False) for n in (4096, 8192)]
     shapes += [(f"llama8b {name} M={m}", m, n, k, True)
-               for m in (16, 512, 4096) for name, n, k in LLAMA_8B]
+               for m in (16, 64, 512, 4096) for name, n, k in LLAMA_8B]
     return shapes
 
 

@@ -8,7 +8,14 @@ To tune, time candidates with ``gemm_triton(..., config=GemmConfig(...))`` or
 then edit :data:`CONFIGS` (or assign to it at run time).
 
 Entries are initial choices unless their comment gives a measurement; ``infercore tune gemm``
-finds better ones for a given GPU and shapes.
+finds better ones for a given GPU and shapes, and ``scripts/gemm_small_m_sweep.py`` sweeps
+tiles and split-K for the Llama-3-8B layers at small M against cuBLAS.
+
+Split-K: with few rows the output has few tiles (``M = 16``, ``N = 4096``: 64 tiles of
+16x64), far fewer programs than the SMs can hold, and reading the weight is the work.
+``split_k`` splits K over several programs per tile (float32 partials, reduced in a fixed
+order by the last split to finish: :mod:`infercore.ops.splitk`); ``split_k=None`` plans
+the count at launch from the tile count and the SM count (:func:`plan_split_k`).
 """
 
 from __future__ import annotations
@@ -19,17 +26,22 @@ from dataclasses import dataclass
 
 import torch
 
+from infercore.ops import splitk
 from infercore.registry import compute_capability
 
 __all__ = [
     "CONFIGS",
+    "MAX_SPLIT_K",
     "SM90_SHARED_MEMORY",
+    "SPLIT_K_PARTIAL_RATIO",
+    "SPLIT_K_WAVES",
     "GemmConfig",
     "device_class",
     "fit_shared_memory",
     "m_class",
     "num_sms",
     "pick_config",
+    "plan_split_k",
     "shared_memory_bytes",
 ]
 
@@ -42,8 +54,10 @@ class GemmConfig:
     """Tile shape, program ordering and pipelining of one matmul launch.
 
     ``persistent``: launch at most ``programs_per_sm`` programs per SM that stride over
-    the tiles. ``tma``: load through TMA descriptors when the operands allow it
-    (Hopper; the pointer kernel is used otherwise).
+    the tiles (and their K splits). ``tma``: load through TMA descriptors when the
+    operands allow it (Hopper; the pointer kernel is used otherwise). ``split_k``: split
+    K over at most this many programs per output tile (1: no split, the kernels' plain
+    path); ``None`` plans it at launch (:func:`plan_split_k`).
     """
 
     block_m: int
@@ -55,6 +69,11 @@ class GemmConfig:
     persistent: bool = False
     tma: bool = False
     programs_per_sm: int = 1
+    split_k: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.split_k is not None and (not isinstance(self.split_k, int) or self.split_k < 1):
+            raise ValueError(f"split_k must be None or an integer >= 1, got {self.split_k!r}")
 
     def with_block_k(self, block_k: int) -> GemmConfig:
         return dataclasses.replace(self, block_k=block_k)
@@ -62,11 +81,14 @@ class GemmConfig:
 
 #: (device class, operand bits, M class) -> configuration. Operand bits: 16 (fp16/bf16),
 #: 32 (fp32, half the K depth so a stage uses the same shared memory) and 8 (fp8, twice it).
+#: 16-bit small and medium M split K as planned (initial choice, to be tuned).
 CONFIGS: dict[tuple[str, int, str], GemmConfig] = {
     # Hopper: wgmma tiles fed by TMA; large problems persistent over 128x256 tiles
     # (3 stages of 48 KB plus the 64 KB output tile fit in 227 KB of shared memory).
-    ("sm90", 16, "small"): GemmConfig(16, 64, 128, num_warps=4, num_stages=4, tma=True),
-    ("sm90", 16, "medium"): GemmConfig(64, 128, 64, num_warps=4, num_stages=4, tma=True),
+    ("sm90", 16, "small"): GemmConfig(16, 64, 128, num_warps=4, num_stages=4, tma=True,
+                                      split_k=None),
+    ("sm90", 16, "medium"): GemmConfig(64, 128, 64, num_warps=4, num_stages=4, tma=True,
+                                       split_k=None),
     # bf16 large: 0.97-1.01x cuBLAS on an H200 (8192^3 736 vs 750 TFLOP/s; 4096^3 and the
     # Llama-8B layers at M=2048), none of eight other candidates clearly better.
     ("sm90", 16, "large"): GemmConfig(
@@ -85,8 +107,8 @@ CONFIGS: dict[tuple[str, int, str], GemmConfig] = {
         128, 128, 32, num_warps=8, num_stages=3, persistent=True, tma=True
     ),
     # Other GPUs (Ampere, Ada): mma.sync tiles through pointers.
-    ("cuda", 16, "small"): GemmConfig(16, 64, 128, num_warps=4, num_stages=4),
-    ("cuda", 16, "medium"): GemmConfig(64, 128, 32, num_warps=4, num_stages=4),
+    ("cuda", 16, "small"): GemmConfig(16, 64, 128, num_warps=4, num_stages=4, split_k=None),
+    ("cuda", 16, "medium"): GemmConfig(64, 128, 32, num_warps=4, num_stages=4, split_k=None),
     ("cuda", 16, "large"): GemmConfig(128, 128, 32, num_warps=4, num_stages=4),
     ("cuda", 8, "small"): GemmConfig(16, 64, 128, num_warps=4, num_stages=4),
     ("cuda", 8, "medium"): GemmConfig(64, 128, 64, num_warps=4, num_stages=4),
@@ -101,6 +123,14 @@ CONFIGS: dict[tuple[str, int, str], GemmConfig] = {
 #: several tiles.
 _INTERPRETER = GemmConfig(64, 64, 64, group_m=2, persistent=True)
 _INTERPRETER_SMS = 2
+
+#: A planned split-K (``split_k=None``) aims for tiles x splits >= SPLIT_K_WAVES x SMs
+#: programs (several resident programs per SM keep weight loads in flight), never splits
+#: more than MAX_SPLIT_K ways, and keeps the float32 partials (written, then read back)
+#: within SPLIT_K_PARTIAL_RATIO of the bytes of ``b``. Initial choices, to be tuned.
+SPLIT_K_WAVES = 3
+MAX_SPLIT_K = 16
+SPLIT_K_PARTIAL_RATIO = 0.25
 
 
 def m_class(m: int) -> str:
@@ -144,6 +174,23 @@ def fit_shared_memory(
     while shared_memory_bytes(config, in_bytes, out_bytes) > limit and config.block_n > 16:
         config = dataclasses.replace(config, block_n=config.block_n // 2)
     return config
+
+
+def plan_split_k(config: GemmConfig, m: int, n: int, k: int, in_bytes: int,
+                 device: torch.device) -> tuple[int, int]:
+    """(K splits, K tiles per split) of a launch of ``config`` for an ``[m, k] @ [k, n]``
+    product of ``in_bytes``-byte operands: ``config.split_k`` (at most that many non-empty
+    splits), or for ``None`` enough splits that the grid covers the SMs
+    :data:`SPLIT_K_WAVES` times, within :data:`MAX_SPLIT_K` and
+    :data:`SPLIT_K_PARTIAL_RATIO`."""
+    k_tiles = -(-k // config.block_k)
+    if config.split_k is not None:
+        return splitk.fixed_splits(config.split_k, k_tiles)
+    tiles = -(-m // config.block_m) * -(-n // config.block_n)
+    # partials: splits * m * n * 4 bytes, written and read; b: n * k * in_bytes
+    by_traffic = int(SPLIT_K_PARTIAL_RATIO * k * in_bytes / (8 * m))
+    limit = max(1, min(MAX_SPLIT_K, by_traffic))
+    return splitk.plan_splits(tiles, k_tiles, SPLIT_K_WAVES * num_sms(device), limit)
 
 
 def pick_config(m: int, bits: int, device: torch.device) -> GemmConfig:

@@ -12,6 +12,13 @@ Both walk the output tiles in grouped order (``GROUP_M`` row-tiles share each co
 sweep, so the ``b`` tiles a group needs stay in L2) and may run persistently: a grid of
 ``num_programs`` programs strides over all tiles.
 
+Split-K (``SPLIT_K``, for grids of few output tiles, as with few rows): the work items
+are ``(tile, split)`` pairs, split-minor, each covering ``k_tiles_per_split`` K tiles;
+each split stores a float32 partial into ``part_ptr [splits, M, N]`` and the last split
+of a tile to finish sums them in split order, applies the epilogue and writes the tile
+(:mod:`infercore.ops.splitk`). Without ``SPLIT_K`` a work item is a whole tile and the
+kernels compile as if split-K did not exist.
+
 Scales (FP8) are described per operand by two constexprs. For ``a`` (``[M, K]``):
 ``SA_G`` is the number of rows sharing a scale (``-1``: no scale, ``0``: one scale for all
 rows, ``1``: per row, ``128``: 128-row blocks) and ``SA_K`` says whether scales also
@@ -25,6 +32,7 @@ import triton
 import triton.language as tl
 
 from infercore.ops.gemm.fp8 import GROUP
+from infercore.ops.splitk import split_arrive, split_sum
 
 #: K extent of one scale group for K-grouped (block-wise) FP8 scales (a constexpr global:
 #: the only kind of global a compiled kernel may read).
@@ -87,22 +95,50 @@ def _epilogue(acc, rows, cols, bias_ptr, sa_ptr, sb_ptr,
 
 
 @triton.jit
+def _split_work(work, splits, k_tiles, k_tiles_per_split):
+    """(output tile, split, first K tile, end K tile) of split-K work item ``work``."""
+    tile = work // splits
+    split = work % splits
+    kt_begin = split * k_tiles_per_split
+    return tile, split, kt_begin, tl.minimum(kt_begin + k_tiles_per_split, k_tiles)
+
+
+@triton.jit
+def _split_done(acc, part_ptr, count_ptr, tile, split, splits, offs_m, offs_n, M, N):
+    """Publish ``acc`` as partial ``split`` of ``tile``; returns the tile's sum over all
+    splits and True for the last split to arrive (``acc`` unchanged and False otherwise)."""
+    offs = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    last = split_arrive(part_ptr, count_ptr, tile, acc, offs, mask, split, M * N) == splits - 1
+    if last:
+        acc = split_sum(part_ptr, count_ptr, tile, offs, mask, splits, M * N)
+    return acc, last
+
+
+@triton.jit
 def _matmul_ptr_kernel(
-    a_ptr, b_ptr, c_ptr, bias_ptr, sa_ptr, sb_ptr,
+    a_ptr, b_ptr, c_ptr, bias_ptr, sa_ptr, sb_ptr, part_ptr, count_ptr,
     M, N, K,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
     stride_sam, stride_sak, stride_sbk, stride_sbn,
-    num_programs,
+    num_programs, splits, k_tiles_per_split,
     HAS_BIAS: tl.constexpr,
     SA_G: tl.constexpr, SA_K: tl.constexpr, SB_G: tl.constexpr, SB_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, IMPRECISE_ACC: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, IMPRECISE_ACC: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
     offs_k = tl.arange(0, BLOCK_K)
-    for tile in tl.range(tl.program_id(0), num_pid_m * num_pid_n, num_programs):
+    num_work = num_pid_m * num_pid_n
+    if SPLIT_K:
+        num_work *= splits
+    for work in tl.range(tl.program_id(0), num_work, num_programs):
+        if SPLIT_K:
+            tile, split, kt_begin, kt_end = _split_work(work, splits, k_tiles, k_tiles_per_split)
+        else:
+            tile, kt_begin, kt_end = work, 0, k_tiles
         pid_m, pid_n = tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -110,10 +146,11 @@ def _matmul_ptr_kernel(
         # so the loads in the K loop need only the K mask.
         rows = tl.where(offs_m < M, offs_m, 0)
         cols = tl.where(offs_n < N, offs_n, 0)
-        a_ptrs = a_ptr + rows.to(tl.int64)[:, None] * stride_am + offs_k[None, :] * stride_ak
-        b_ptrs = b_ptr + offs_k[:, None] * stride_bk + cols.to(tl.int64)[None, :] * stride_bn
+        offs_kk = kt_begin * BLOCK_K + offs_k
+        a_ptrs = a_ptr + rows.to(tl.int64)[:, None] * stride_am + offs_kk[None, :] * stride_ak
+        b_ptrs = b_ptr + offs_kk[:, None] * stride_bk + cols.to(tl.int64)[None, :] * stride_bn
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for kt in range(k_tiles):
+        for kt in range(kt_begin, kt_end):
             k_left = K - kt * BLOCK_K
             a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
             b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
@@ -122,29 +159,41 @@ def _matmul_ptr_kernel(
                        SA_G, SA_K, SB_G, SB_K, BLOCK_K, INPUT_PRECISION, IMPRECISE_ACC)
             a_ptrs += BLOCK_K * stride_ak
             b_ptrs += BLOCK_K * stride_bk
-        acc = _epilogue(acc, rows, cols, bias_ptr, sa_ptr, sb_ptr, stride_sam, stride_sbn,
-                        HAS_BIAS, SA_G, SA_K, SB_G, SB_K)
-        c_ptrs = (c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm
-                  + offs_n.to(tl.int64)[None, :] * stride_cn)
-        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-        tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+        store = True
+        if SPLIT_K:
+            acc, store = _split_done(acc, part_ptr, count_ptr, tile, split, splits,
+                                     offs_m, offs_n, M, N)
+        if store:
+            acc = _epilogue(acc, rows, cols, bias_ptr, sa_ptr, sb_ptr, stride_sam, stride_sbn,
+                            HAS_BIAS, SA_G, SA_K, SB_G, SB_K)
+            c_ptrs = (c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm
+                      + offs_n.to(tl.int64)[None, :] * stride_cn)
+            mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+            tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _matmul_tma_kernel(
-    a_desc, b_desc, c_desc, bias_ptr, sa_ptr, sb_ptr,
+    a_desc, b_desc, c_desc, bias_ptr, sa_ptr, sb_ptr, part_ptr, count_ptr,
     M, N, K,
     stride_sam, stride_sak, stride_sbk, stride_sbn,
-    num_programs,
+    num_programs, splits, k_tiles_per_split,
     HAS_BIAS: tl.constexpr, B_KMAJOR: tl.constexpr,
     SA_G: tl.constexpr, SA_K: tl.constexpr, SB_G: tl.constexpr, SB_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, IMPRECISE_ACC: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, IMPRECISE_ACC: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
-    for tile in tl.range(tl.program_id(0), num_pid_m * num_pid_n, num_programs):
+    num_work = num_pid_m * num_pid_n
+    if SPLIT_K:
+        num_work *= splits
+    for work in tl.range(tl.program_id(0), num_work, num_programs):
+        if SPLIT_K:
+            tile, split, kt_begin, kt_end = _split_work(work, splits, k_tiles, k_tiles_per_split)
+        else:
+            tile, kt_begin, kt_end = work, 0, k_tiles
         pid_m, pid_n = tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
         m0 = pid_m * BLOCK_M
         n0 = pid_n * BLOCK_N
@@ -153,7 +202,7 @@ def _matmul_tma_kernel(
         rows = tl.where(offs_m < M, offs_m, 0)
         cols = tl.where(offs_n < N, offs_n, 0)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for kt in range(k_tiles):
+        for kt in range(kt_begin, kt_end):
             # Out-of-bounds parts of a descriptor's box read as zero.
             a = a_desc.load([m0, kt * BLOCK_K])
             if B_KMAJOR:
@@ -163,7 +212,12 @@ def _matmul_tma_kernel(
             acc = _mma(acc, a, b, kt, rows, cols, sa_ptr, sb_ptr,
                        stride_sam, stride_sak, stride_sbk, stride_sbn,
                        SA_G, SA_K, SB_G, SB_K, BLOCK_K, INPUT_PRECISION, IMPRECISE_ACC)
-        acc = _epilogue(acc, rows, cols, bias_ptr, sa_ptr, sb_ptr, stride_sam, stride_sbn,
-                        HAS_BIAS, SA_G, SA_K, SB_G, SB_K)
-        # The store is clipped to the tensor's bounds.
-        c_desc.store([m0, n0], acc.to(c_desc.dtype))
+        store = True
+        if SPLIT_K:
+            acc, store = _split_done(acc, part_ptr, count_ptr, tile, split, splits,
+                                     offs_m, offs_n, M, N)
+        if store:
+            acc = _epilogue(acc, rows, cols, bias_ptr, sa_ptr, sb_ptr, stride_sam, stride_sbn,
+                            HAS_BIAS, SA_G, SA_K, SB_G, SB_K)
+            # The store is clipped to the tensor's bounds.
+            c_desc.store([m0, n0], acc.to(c_desc.dtype))

@@ -13,8 +13,10 @@ from infercore.ops.gemm.triton_configs import (
     fit_shared_memory,
     num_sms,
     pick_config,
+    plan_split_k,
 )
 from infercore.ops.gemm.triton_kernels import _matmul_ptr_kernel, _matmul_tma_kernel
+from infercore.ops.splitk import split_counters
 from infercore.registry import compute_capability
 
 __all__ = ["OperandScale", "kernel_constexprs", "launch_matmul", "tma_compatible"]
@@ -71,8 +73,10 @@ def kernel_constexprs(
     device: torch.device,
     has_bias: bool,
     scales: tuple[int, bool, int, bool],
+    split_k: bool = False,
 ) -> dict:
-    """The compile-time arguments both kernels take (``scales``: SA_G, SA_K, SB_G, SB_K)."""
+    """The compile-time arguments both kernels take (``scales``: SA_G, SA_K, SB_G, SB_K;
+    ``split_k``: whether K is split over several programs per tile)."""
     sa_g, sa_k, sb_g, sb_k = scales
     return dict(
         HAS_BIAS=has_bias,
@@ -83,6 +87,7 @@ def kernel_constexprs(
         # FP8 on Hopper: promote the tensor-core partial sums to float32 once per K tile
         # (0: not applicable to other dtypes).
         IMPRECISE_ACC=config.block_k if dtype.itemsize == 1 else 0,
+        SPLIT_K=split_k,
     )
 
 
@@ -106,8 +111,9 @@ def launch_matmul(
     """``out = (a @ b) * scales + bias`` with float32 accumulation, written in full.
 
     ``a [M, K]`` and ``b [K, N]`` may have any strides; ``config`` defaults to the
-    table's entry for the shape class. Returns the kernel used: ``"tma"``, ``"pointer"``
-    or ``"none"`` (empty output).
+    table's entry for the shape class. With K split (``config.split_k``), a float32
+    ``[splits, M, N]`` buffer of partials is allocated per call. Returns the kernel used:
+    ``"tma"``, ``"pointer"`` or ``"none"`` (empty output).
     """
     m, k = a.shape
     n = b.shape[1]
@@ -122,13 +128,20 @@ def launch_matmul(
     if use_tma:
         config = fit_shared_memory(config, a.element_size(), out.element_size())
     num_tiles = triton.cdiv(m, config.block_m) * triton.cdiv(n, config.block_n)
-    programs = num_tiles
+    splits, per_split = plan_split_k(config, m, n, k, a.element_size(), a.device)
+    programs = num_tiles * splits
     if config.persistent:
-        programs = min(num_tiles, num_sms(a.device) * config.programs_per_sm)
+        programs = min(programs, num_sms(a.device) * config.programs_per_sm)
+    if splits > 1:
+        partials = torch.empty((splits, m, n), dtype=torch.float32, device=a.device)
+        counters = split_counters(a.device, num_tiles)
+    else:
+        partials = counters = out
     sa, s_sam, s_sak, sa_g, sa_k = _scale_args(a_scale, out)
     sb, s_sbn, s_sbk, sb_g, sb_k = _scale_args(b_scale, out)
     common = dict(
-        kernel_constexprs(config, a.dtype, a.device, bias is not None, (sa_g, sa_k, sb_g, sb_k)),
+        kernel_constexprs(config, a.dtype, a.device, bias is not None, (sa_g, sa_k, sb_g, sb_k),
+                          split_k=splits > 1),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     bias_arg = bias if bias is not None else out
@@ -143,20 +156,20 @@ def launch_matmul(
             b_desc = TensorDescriptor.from_tensor(b, [config.block_k, config.block_n])
         c_desc = TensorDescriptor.from_tensor(out, [config.block_m, config.block_n])
         _matmul_tma_kernel[(programs,)](
-            a_desc, b_desc, c_desc, bias_arg, sa, sb,
+            a_desc, b_desc, c_desc, bias_arg, sa, sb, partials, counters,
             m, n, k,
             s_sam, s_sak, s_sbk, s_sbn,
-            programs,
+            programs, splits, per_split,
             B_KMAJOR=b_kmajor,
             **common,
         )
         return "tma"
     _matmul_ptr_kernel[(programs,)](
-        a, b, out, bias_arg, sa, sb,
+        a, b, out, bias_arg, sa, sb, partials, counters,
         m, n, k,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
         s_sam, s_sak, s_sbk, s_sbn,
-        programs,
+        programs, splits, per_split,
         **common,
     )
     return "pointer"

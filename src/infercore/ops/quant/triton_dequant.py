@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from infercore.ops.quant.weights import QuantizedWeight
+from infercore.ops.splitk import split_arrive, split_sum
 
 # Weight formats, as the FORMAT constexpr of the kernels.
 FORMAT_BYTE = 0  # int8 / uint8, one value per byte
@@ -90,27 +91,19 @@ def finish_splits(
     stride_om, pid_n, pid_k, splits, HAS_BIAS: tl.constexpr,
 ):
     """End of a split-K decode program: store ``acc [BLOCK_N, BLOCK_M]`` (one split), or
-    write it to the float32 partials ``[splits, M, N]``; the last program of an N tile to
-    finish (a per-tile counter) sums them in a fixed order (deterministic), adds the
-    bias, writes the output and resets the counter for the next call."""
+    add it to the float32 partials ``[splits, M, N]`` (:mod:`infercore.ops.splitk`); the
+    last split of an N tile to arrive sums them in a fixed order, adds the bias and writes
+    the output."""
     if splits == 1:
         store_transposed(acc, bias_ptr, out_ptr, offs_n, offs_m, mask_n, mask_m, stride_om,
                          HAS_BIAS)
     else:
         tile = offs_m[None, :] * N + offs_n[:, None]
         mask = mask_n[:, None] & mask_m[None, :]
-        tl.store(part_ptr + pid_k * M * N + tile, acc, mask=mask)
-        # Every thread's partial is stored before the (release) increment publishes it.
-        tl.debug_barrier()
-        finished = tl.atomic_add(count_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
-        if finished == splits - 1:
-            total = tl.zeros(acc.shape, dtype=tl.float32)
-            for split in range(splits):
-                total += tl.load(part_ptr + split * M * N + tile, mask=mask, other=0.0,
-                                 cache_modifier=".cg")
+        if split_arrive(part_ptr, count_ptr, pid_n, acc, tile, mask, pid_k, M * N) == splits - 1:
+            total = split_sum(part_ptr, count_ptr, pid_n, tile, mask, splits, M * N)
             store_transposed(total, bias_ptr, out_ptr, offs_n, offs_m, mask_n, mask_m,
                              stride_om, HAS_BIAS)
-            tl.atomic_xchg(count_ptr + pid_n, 0, sem="relaxed", scope="gpu")
 
 
 def weight_bits(qw: QuantizedWeight) -> torch.Tensor:

@@ -26,7 +26,8 @@ become floats with the magic-number trick of :mod:`~infercore.ops.quant.triton_d
 
 Splits write float32 partials; the last program of an N tile to finish (a per-tile
 counter) sums them in a fixed order (deterministic), adds the bias, writes the output and
-resets the counter, so one launch does it all and the counters are ready for the next call.
+resets the counter, so one launch does it all and the counters are ready for the next call
+(:mod:`infercore.ops.splitk`, shared with the dense GEMM).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
+from infercore.ops import splitk
 from infercore.ops.quant.triton_dequant import (
     below,
     dot_precision,
@@ -48,6 +50,7 @@ from infercore.ops.quant.triton_dequant import (
 from infercore.ops.quant.triton_wo_gemv import launch_word_gemv, word_bits
 from infercore.ops.quant.triton_wo_magic import MAGIC16, magic_step
 from infercore.ops.quant.weights import QuantizedWeight
+from infercore.ops.splitk import fixed_splits, split_counters
 
 #: Largest M this kernel serves; above it the tiled kernel fills the GPU without split-K.
 #: Initial choice, to be tuned.
@@ -128,17 +131,6 @@ MAGIC_MAX_M = 16
 # never split K more than _MAX_SPLITS ways. Initial choices, to be tuned.
 _PROGRAMS_PER_SM = 4
 _MAX_SPLITS = 16
-
-_COUNTERS: dict[torch.device, torch.Tensor] = {}
-
-
-def _counters(device: torch.device, n: int) -> torch.Tensor:
-    """Zeroed int32 counters, one per N tile; kernels leave them at zero when done."""
-    buf = _COUNTERS.get(device)
-    if buf is None or buf.numel() < n:
-        buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
-        _COUNTERS[device] = buf
-    return buf
 
 
 @triton.jit
@@ -294,14 +286,7 @@ def _decode_kernel(
 
 def plan_splits(n_tiles: int, k_tiles: int, sms: int) -> tuple[int, int]:
     """(number of K splits, K tiles per split) so the grid covers the SMs several times."""
-    wanted = max(1, -(-_PROGRAMS_PER_SM * sms // n_tiles))
-    return fixed_splits(min(wanted, _MAX_SPLITS), k_tiles)
-
-
-def fixed_splits(splits: int, k_tiles: int) -> tuple[int, int]:
-    """(splits, K tiles per split) for at most ``splits`` non-empty splits."""
-    per_split = -(-k_tiles // max(1, min(splits, k_tiles)))
-    return -(-k_tiles // per_split), per_split
+    return splitk.plan_splits(n_tiles, k_tiles, _PROGRAMS_PER_SM * sms, _MAX_SPLITS)
 
 
 def tile_shape(qw: QuantizedWeight, block_k: int, path: str) -> tuple[int, int] | None:
@@ -387,7 +372,7 @@ def splitk_linear(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | Non
         splits, per_split = fixed_splits(cfg.splits, k_tiles)
     if splits > 1:
         partials = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
-        counters = _counters(x.device, n_tiles)
+        counters = split_counters(x.device, n_tiles)
     else:
         partials = counters = out
     meta = format_meta(qw)
