@@ -10,6 +10,7 @@ import torch
 from infercore.ops import splitk
 from infercore.ops.quant import quantize_weight
 from infercore.ops.quant.reference import quantized_linear_reference
+from infercore.ops.quant.triton_wo_gemv import word_bits
 from infercore.ops.quant.triton_wo_splitk import (
     DEFAULT_CONFIGS,
     MAX_DOT_BLOCK_K,
@@ -75,6 +76,34 @@ def test_float32_wide_tiles_without_bias(path):
     x, qw, _ = _case("int4", False, 64, 45, 1024, 5, torch.float32, seed=3)
     out = _run(x, qw, None, DecodeConfig(block_n=32, block_k=512, splits=1, path=path))
     assert_close(out, quantized_linear_reference(x.double(), qw, None), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+@pytest.mark.parametrize(("method", "symmetric", "group_size"),
+                         [("int4", True, 48), ("int4", False, None), ("int8", True, 8),
+                          ("int8", False, None)], ids=str)
+def test_word_gemv_float32_large_activations(method, symmetric, group_size, prefetch):
+    # K = 528: whole 32-bit words, not a multiple of the 256-value step (masked words); two
+    # rows; activations near 1e4 (their scaled copies stay finite); groups of 48 (tiles of
+    # 16: two int4 words under one scale) and 8 (two int8 words)
+    x, qw, bias = _case(method, symmetric, group_size, 45, 528, 2, torch.float32, seed=7)
+    x = x * 1e4
+    cfg = DecodeConfig(block_n=16, block_k=256, splits=2, path="gemv", prefetch=prefetch)
+    assert word_bits(qw) == qw.bits
+    out = _run(x, qw, bias, cfg)
+    assert_close(out, quantized_linear_reference(x.double(), qw, bias.double()),
+                 dtype=torch.float32)
+
+
+def test_word_bits_needs_whole_aligned_words():
+    def qw(method, k, n=8):
+        return quantize_weight(torch.randn(n, k), method, group_size=k, symmetric=True)
+
+    assert word_bits(qw("int4", 64)) == 4
+    assert word_bits(qw("int8", 36)) == 8
+    assert word_bits(qw("int4", 36)) is None  # 18 bytes per row: not whole words
+    assert word_bits(qw("int8", 6)) is None
+    assert word_bits(qw("fp8", 64)) is None
 
 
 # int4 (symmetric, group_size, N, K, block_k) for the magic path: odd N (a masked last tile
