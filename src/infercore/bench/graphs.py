@@ -141,19 +141,17 @@ def time_impl(fn: Callable[[], object], device: torch.device,
     """Milliseconds per call of one implementation and how it was timed.
 
     ``timer(f)`` gives the median milliseconds of one call of ``f``. A :class:`Rotation`
-    on CUDA is captured and its replays timed (``"graph"``); on CPU, or when its capture
-    fails, a loop over the same calls is timed (``"eager"``). A :class:`GraphReplay` is
+    on CUDA is captured and its replays timed (``"graph"``); on CPU a loop over the same
+    calls is timed (``"eager"``). A capture that fails raises (the row reports the error):
+    a failed capture can leave the CUDA generator mid-capture, so that no later case in
+    the process could draw random numbers. A :class:`GraphReplay` is
     timed as it is (``"graph"``); anything else eagerly. Graph and loop times are
     divided by the calls they run.
     """
     if isinstance(fn, Rotation):
         if device.type == "cuda":
-            try:
-                replay = capture(fn.sequence())
-            except Exception:  # not capturable: time the same calls eagerly
-                torch.cuda.synchronize(device)
-            else:
-                return timer(replay) / replay.calls, "graph"
+            replay = capture(fn.sequence())
+            return timer(replay) / replay.calls, "graph"
         loop = _Loop(fn.sequence())
         return timer(loop) / loop.calls, "eager"
     if isinstance(fn, GraphReplay):
