@@ -33,10 +33,10 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable
 
 import torch
 
+from infercore.bench.graphs import replay_us
 from infercore.ops.gemm.triton_configs import GemmConfig, device_class, pick_config
 from infercore.ops.gemm.triton_launch import launch_matmul
 
@@ -90,34 +90,6 @@ def parse_args() -> argparse.Namespace:
                    help="the pointer kernel only (default: TMA on Hopper)")
     p.add_argument("--top", type=int, default=6, help="configurations printed per case")
     return p.parse_args()
-
-
-def time_calls(calls: list[Callable[[], object]]) -> float:
-    """Microseconds per call: a graph of ``calls`` replayed ``REPLAYS`` times, median."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm up (compiles, allocates) outside the capture
-        for call in calls:
-            call()
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(REPLAYS):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / len(calls))
-    del graph
-    return statistics.median(times)
 
 
 class Case:
@@ -203,11 +175,11 @@ def main() -> None:
     baseline: dict[str, float] = {}
     for m in args.m:
         for case in cases[m]:
-            baseline[case.label] = time_calls(case.cublas_calls())
+            baseline[case.label] = replay_us(case.cublas_calls(), REPLAYS)
             record(case, "cublas", None, baseline[case.label])
             case.check(None)
             default = pick_config(m, DTYPE.itemsize * 8, torch.device(DEVICE))
-            record(case, "default", default, time_calls(case.kernel_calls(None)))
+            record(case, "default", default, replay_us(case.kernel_calls(None), REPLAYS))
     setup_s = time.perf_counter() - started
     runs: dict[int, tuple[int, int]] = {}
     for i, m in enumerate(args.m):
@@ -223,7 +195,7 @@ def main() -> None:
             for case in cases[m]:
                 try:
                     case.check(cfg)
-                    us = time_calls(case.kernel_calls(cfg))
+                    us = replay_us(case.kernel_calls(cfg), REPLAYS)
                 except Exception as exc:  # a failing configuration is reported and skipped
                     reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                     print(f"skip {config_label(dataclasses.asdict(cfg))} {case.label}: "

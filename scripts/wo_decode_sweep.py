@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import time
 
 import torch
 
+from infercore.bench.graphs import replay_us
 from infercore.ops.quant import quantize_weight
 from infercore.ops.quant.triton_wo_splitk import DecodeConfig, default_config, splitk_linear
 from infercore.ops.quant.weights import dequantize_weight
@@ -67,34 +67,6 @@ def parse_args() -> argparse.Namespace:
                    help="comma list of 0/1 (GEMV over words only)")
     p.add_argument("--top", type=int, default=6, help="configs printed per case")
     return p.parse_args()
-
-
-def time_calls(calls: list) -> float:
-    """Microseconds per call: a graph of ``calls`` replayed ``REPLAYS`` times, median."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm up (compiles, allocates) outside the capture
-        for call in calls:
-            call()
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(REPLAYS):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / len(calls))
-    del graph
-    return statistics.median(times)
 
 
 class Case:
@@ -162,11 +134,11 @@ def main() -> None:
 
     baseline: dict[str, float] = {}
     for case in cases:
-        baseline[case.label] = time_calls(case.cublas_calls())
+        baseline[case.label] = replay_us(case.cublas_calls(), REPLAYS)
         record(case, "cublas.bf16", None, baseline[case.label])
         case.check(None)
         record(case, "default", default_config(case.m, case.qws[0], torch.bfloat16),
-               time_calls(case.kernel_calls(None)))
+               replay_us(case.kernel_calls(None), REPLAYS))
     prefetch = args.prefetch if args.path == "gemv" else [True]
     grid = [DecodeConfig(bn, bk, num_warps=w, num_stages=s, splits=sp, path=args.path,
                          prefetch=pf)
@@ -182,7 +154,7 @@ def main() -> None:
         for case in cases:
             try:
                 case.check(cfg)
-                us = time_calls(case.kernel_calls(cfg))
+                us = replay_us(case.kernel_calls(cfg), REPLAYS)
             except Exception as exc:  # a failing config is reported and skipped
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                 print(f"skip {config_label(cfg)} {case.label}: {reason}")
