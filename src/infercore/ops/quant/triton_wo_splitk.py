@@ -38,7 +38,6 @@ import torch
 import triton
 import triton.language as tl
 
-from infercore.ops import splitk
 from infercore.ops.quant.triton_dequant import (
     below,
     dot_precision,
@@ -51,6 +50,7 @@ from infercore.ops.quant.triton_wo_gemv import launch_word_gemv, word_bits
 from infercore.ops.quant.triton_wo_magic import MAGIC16, magic_step
 from infercore.ops.quant.weights import QuantizedWeight
 from infercore.ops.splitk import fixed_splits, split_counters
+from infercore.ops.splitk import plan_splits as plan_tile_splits
 
 #: Largest M this kernel serves; above it the tiled kernel fills the GPU without split-K.
 #: Initial choice, to be tuned.
@@ -286,7 +286,7 @@ def _decode_kernel(
 
 def plan_splits(n_tiles: int, k_tiles: int, sms: int) -> tuple[int, int]:
     """(number of K splits, K tiles per split) so the grid covers the SMs several times."""
-    return splitk.plan_splits(n_tiles, k_tiles, _PROGRAMS_PER_SM * sms, _MAX_SPLITS)
+    return plan_tile_splits(n_tiles, k_tiles, _PROGRAMS_PER_SM * sms, _MAX_SPLITS)
 
 
 def tile_shape(qw: QuantizedWeight, block_k: int, path: str) -> tuple[int, int] | None:
