@@ -95,6 +95,54 @@ def test_word_gemv_float32_large_activations(method, symmetric, group_size, pref
                  dtype=torch.float32)
 
 
+# (method, symmetric, group_size): groups of 128 (two per 256-value step), 64, one scale
+# per channel with and without zero points (the scale then applies once per row)
+WORD_FORMATS = [("int4", True, 128), ("int4", False, 64), ("int8", True, None),
+                ("int8", False, None)]
+# (num_stages, prefetch): registers hold the next step; loads run ahead through shared
+# memory (on a GPU); neither
+WORD_PIPELINES = [(1, True), (3, False), (1, False)]
+
+
+def _word_gemv_case(device, dtype, fmt, pipeline, m, aligned):
+    method, symmetric, group_size = fmt
+    stages, prefetch = pipeline
+    n, k = 77, 1024
+    g = torch.Generator().manual_seed(m + 10 * stages)
+    w = torch.randn(n, k, generator=g) * 0.1
+    qw = quantize_weight(w.to(device), method, group_size=group_size, symmetric=symmetric)
+    # unaligned: rows start 2 bytes past a 4-byte boundary, so 16-bit activations load one
+    # value at a time instead of as 32-bit pairs
+    wide = torch.randn(m, k + 2, generator=g).to(device=device, dtype=dtype)
+    x = wide[:, :k] if aligned else wide[:, 1:k + 1]
+    bias = torch.randn(n, generator=g).to(device=device, dtype=dtype)
+    cfg = DecodeConfig(block_n=32, block_k=256, num_stages=stages, splits=2, path="gemv",
+                       prefetch=prefetch)
+    out = poison(torch.empty((m, n), device=device, dtype=dtype))
+    assert splitk_linear(x, qw, bias, out, config=cfg)
+    assert_close(out, quantized_linear_reference(x.double(), qw, bias.double()), dtype=dtype)
+
+
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "unaligned"])
+@pytest.mark.parametrize("pipeline", WORD_PIPELINES, ids=str)
+@pytest.mark.parametrize("fmt", WORD_FORMATS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_word_gemv_activation_loads_and_pipelines(dtype, fmt, pipeline, aligned):
+    _word_gemv_case("cpu", dtype, fmt, pipeline, 1, aligned)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "unaligned"])
+@pytest.mark.parametrize("pipeline", WORD_PIPELINES, ids=str)
+@pytest.mark.parametrize("fmt", WORD_FORMATS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+def test_word_gemv_on_cuda(dtype, fmt, pipeline, aligned, m):
+    if dtype == torch.float32 and not aligned:
+        pytest.skip("float32 activations always load one value at a time")
+    _word_gemv_case("cuda", dtype, fmt, pipeline, m, aligned)
+
+
 def test_word_bits_needs_whole_aligned_words():
     def qw(method, k, n=8):
         return quantize_weight(torch.randn(n, k), method, group_size=k, symmetric=True)

@@ -20,10 +20,14 @@ then the group's scale. Symmetric int8 codes are signed bytes: XOR-ing each word
 ``0x80808080`` (one instruction per four values) gives ``u = q + 128`` and ``z = 128``.
 The scaled activations stay finite for ``|x| < 2**27`` (float16 activations always).
 
-The tile of one step is ``[BLOCK_N, SUBGROUPS, GROUP_WORDS]`` words (rows, groups of
-scales in the step, words of one group), one contiguous run per row; activation rows
-broadcast over the weight rows. Splits of K end as in the other decode paths
-(:func:`~infercore.ops.quant.triton_dequant.finish_splits`).
+The tile of one step is ``[BLOCK_N, ROWS, STEP_WORDS]`` words: one contiguous run per row,
+so each thread loads ``VEC`` consecutive words, and its ``VEC``-word runs are summed in
+registers (no exchange between threads inside the loop). Scales multiply those run sums;
+one scale per channel multiplies the row once, after the loop. 16-bit activations load
+as 32-bit pairs (one load per two values) where rows are 4-byte aligned. The next step's
+words and activations load while a step computes, either in registers (``PREFETCH``) or
+through shared memory (``STAGES > 1``: the loop is software-pipelined). Splits of K end
+as in the other decode paths (:func:`~infercore.ops.quant.triton_dequant.finish_splits`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from infercore.ops.quant.triton_dequant import below, finish_splits
 from infercore.ops.quant.weights import QuantizedWeight
 
 _SIGN_FLIP = tl.constexpr(-0x7F7F7F80)  # int32 bit pattern 0x80808080
+#: Shared memory the pipelined loads may take (Hopper allows 227 KiB per program).
+_SHARED_BYTES = 192 * 1024
 
 
 def word_bits(qw: QuantizedWeight) -> int | None:
@@ -92,13 +98,83 @@ def _term(w, w_lo, w_hi, xj, J: tl.constexpr, BITS: tl.constexpr, PRODUCT: tl.co
 
 
 @triton.jit
+def _step_values(x_rows, mask, VALS: tl.constexpr, PAIRS: tl.constexpr):
+    """The activations of a step's words, as loaded: field ``j`` of every word in slot
+    ``j`` (``j < VALS``), or with ``PAIRS`` the 32-bit word holding fields ``2p, 2p + 1``
+    in slot ``p`` (``p < VALS // 2``). Unused slots repeat slot 0."""
+    x0 = tl.load(x_rows, mask=mask, other=0)
+    x1 = tl.load(x_rows + 1, mask=mask, other=0)
+    x2 = x0
+    x3 = x0
+    x4 = x0
+    x5 = x0
+    x6 = x0
+    x7 = x0
+    if VALS // (2 if PAIRS else 1) > 2:
+        x2 = tl.load(x_rows + 2, mask=mask, other=0)
+        x3 = tl.load(x_rows + 3, mask=mask, other=0)
+    if VALS // (2 if PAIRS else 1) > 4:
+        x4 = tl.load(x_rows + 4, mask=mask, other=0)
+        x5 = tl.load(x_rows + 5, mask=mask, other=0)
+        x6 = tl.load(x_rows + 6, mask=mask, other=0)
+        x7 = tl.load(x_rows + 7, mask=mask, other=0)
+    return x0, x1, x2, x3, x4, x5, x6, x7
+
+
+@triton.jit
+def _pick(J: tl.constexpr, x0, x1, x2, x3, x4, x5, x6, x7):
+    """Slot ``J`` of :func:`_step_values`."""
+    if J == 0:
+        x = x0
+    elif J == 1:
+        x = x1
+    elif J == 2:
+        x = x2
+    elif J == 3:
+        x = x3
+    elif J == 4:
+        x = x4
+    elif J == 5:
+        x = x5
+    elif J == 6:
+        x = x6
+    else:
+        x = x7
+    return x
+
+
+@triton.jit
+def _value(J: tl.constexpr, x0, x1, x2, x3, x4, x5, x6, x7, PAIRS: tl.constexpr,
+           BF16: tl.constexpr):
+    """Field ``J`` activations of the step as float32."""
+    if PAIRS:
+        v = _pick(J // 2, x0, x1, x2, x3, x4, x5, x6, x7)
+        if BF16:  # a bfloat16 is the top half of the float32 with the same value
+            if J % 2 == 0:
+                x = (v << 16).to(tl.float32, bitcast=True)
+            else:
+                x = (v & -65536).to(tl.float32, bitcast=True)
+        else:
+            if J % 2 == 0:
+                h = v.to(tl.int16)
+            else:
+                h = (v >> 16).to(tl.int16)
+            x = h.to(tl.float16, bitcast=True).to(tl.float32)
+    else:
+        x = _pick(J, x0, x1, x2, x3, x4, x5, x6, x7).to(tl.float32)
+    return x
+
+
+@triton.jit(do_not_specialize=["stride_sn"])
 def word_gemv_kernel(
     x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, part_ptr, count_ptr,
-    M, N, K, k_words, stride_xm, stride_wn, stride_om, group_size, words_per_split,
-    splits, BITS: tl.constexpr, FLIP: tl.constexpr, HAS_ZEROS: tl.constexpr,
-    ZERO_POINT: tl.constexpr, HAS_BIAS: tl.constexpr, ROWS: tl.constexpr,
-    BLOCK_N: tl.constexpr, SUBGROUPS: tl.constexpr, GROUP_WORDS: tl.constexpr,
-    EVEN_K: tl.constexpr, PREFETCH: tl.constexpr,
+    M, N, K, k_words, stride_xm, stride_wn, stride_sn, stride_om, group_size,
+    words_per_split, splits, BITS: tl.constexpr, FLIP: tl.constexpr,
+    HAS_ZEROS: tl.constexpr, ZERO_POINT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_N: tl.constexpr, SUBGROUPS: tl.constexpr,
+    GROUP_WORDS: tl.constexpr, VEC: tl.constexpr, EVEN_K: tl.constexpr,
+    PREFETCH: tl.constexpr, PAIRS: tl.constexpr, BF16: tl.constexpr,
+    PER_CHANNEL: tl.constexpr, STAGES: tl.constexpr,
 ):
     """``out [M, N] = x [M, K] @ dequant(W)^T (+ bias)``: the grid is (N tiles, K splits);
     each program covers ``words_per_split`` words of K (a multiple of the step)."""
@@ -107,6 +183,8 @@ def word_gemv_kernel(
     PRODUCT: tl.constexpr = -40 if BITS == 4 else -48
     GROUP: tl.constexpr = GROUP_WORDS * VALS  # K values under one scale in a step
     STEP: tl.constexpr = SUBGROUPS * GROUP
+    STEP_WORDS: tl.constexpr = STEP // VALS
+    RUNS: tl.constexpr = GROUP_WORDS // VEC  # runs of VEC words (one thread's) in a group
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -114,32 +192,45 @@ def word_gemv_kernel(
     offs_m = tl.arange(0, ROWS)
     mask_m = offs_m < M
     offs_g = tl.arange(0, SUBGROUPS)
-    # word index within a step: [SUBGROUPS, GROUP_WORDS]
-    word = offs_g[:, None] * GROUP_WORDS + tl.arange(0, GROUP_WORDS)[None, :]
-    # [BLOCK_N, 1, SUBGROUPS, GROUP_WORDS] words, [1, ROWS, SUBGROUPS, GROUP_WORDS] values
-    w_rows = (w_ptr + offs_n.to(tl.int64)[:, None, None, None] * stride_wn
-              + word[None, None, :, :])
-    x_rows = x_ptr + offs_m[None, :, None, None] * stride_xm + (word * VALS)[None, None, :, :]
-    w_mask = mask_n[:, None, None, None]
-    x_mask = mask_m[None, :, None, None]
-    acc = tl.zeros((BLOCK_N, ROWS), dtype=tl.float32)
+    offs_r = tl.arange(0, RUNS)
+    # Words of a step, [BLOCK_N, 1, STEP_WORDS], and activations, [1, ROWS, STEP_WORDS]:
+    # one contiguous run per row, so each thread loads VEC consecutive words.
+    word = tl.arange(0, STEP_WORDS)
+    w_rows = w_ptr + offs_n.to(tl.int64)[:, None, None] * stride_wn + word[None, None, :]
+    # activations per word: VALS values, or VALS // 2 pairs of 16-bit values (x as int32)
+    X_WORD: tl.constexpr = VALS // 2 if PAIRS else VALS
+    x_rows = x_ptr + offs_m[None, :, None] * stride_xm + (word * X_WORD)[None, None, :]
+    w_mask = mask_n[:, None, None]
+    x_mask = mask_m[None, :, None]
+    # Scales and zeros of the step's groups, [BLOCK_N, 1, SUBGROUPS, RUNS] (one per run):
+    # the rows' stride is a runtime value so these loads take the accumulator's layout.
+    g_rows = offs_n[:, None, None, None] * stride_sn + (offs_r * 0)[None, None, None, :]
+    g_mask_n = mask_n[:, None, None, None]
+    acc = tl.zeros((BLOCK_N, ROWS, SUBGROUPS, RUNS), dtype=tl.float32)
+    if PER_CHANNEL and HAS_ZEROS:  # one zero point per row, times 2**PRODUCT
+        zero_c = tl.load(z_ptr + g_rows, mask=g_mask_n, other=0).to(tl.float32) * 2.0 ** PRODUCT
     kw_begin = pid_k * words_per_split
     kw_end = tl.minimum(kw_begin + words_per_split, k_words)
-    STEP_WORDS: tl.constexpr = STEP // VALS
     if PREFETCH:
-        w_next = tl.load(w_rows + kw_begin,
-                         mask=w_mask & below(kw_begin + word, k_words, EVEN_K)[None, None, :, :],
-                         other=0)
-    for kw in range(kw_begin, kw_end, STEP_WORDS):
-        valid = below(kw + word, k_words, EVEN_K)[None, None, :, :]
-        if PREFETCH:  # the next step's words load while this step computes
+        valid = below(kw_begin + word, k_words, EVEN_K)[None, None, :]
+        w_next = tl.load(w_rows + kw_begin, mask=w_mask & valid, other=0)
+        n0, n1, n2, n3, n4, n5, n6, n7 = _step_values(x_rows + kw_begin * X_WORD,
+                                                      x_mask & valid, VALS, PAIRS)
+    # STAGES > 1: the loads of later steps run ahead through shared memory
+    for kw in tl.range(kw_begin, kw_end, STEP_WORDS, num_stages=STAGES):
+        valid = below(kw + word, k_words, EVEN_K)[None, None, :]
+        if PREFETCH:  # the next step's words and activations load while this one computes
             w = w_next
-            ahead = kw + STEP_WORDS + word < kw_end
-            more = below(kw + STEP_WORDS + word, k_words, EVEN_K)[None, None, :, :]
-            w_next = tl.load(w_rows + (kw + STEP_WORDS),
-                             mask=w_mask & more & ahead[None, None, :, :], other=0)
+            x0, x1, x2, x3, x4, x5, x6, x7 = n0, n1, n2, n3, n4, n5, n6, n7
+            ahead = kw + STEP_WORDS + word
+            more = (below(ahead, k_words, EVEN_K) & (ahead < kw_end))[None, None, :]
+            w_next = tl.load(w_rows + (kw + STEP_WORDS), mask=w_mask & more, other=0)
+            n0, n1, n2, n3, n4, n5, n6, n7 = _step_values(
+                x_rows + (kw + STEP_WORDS) * X_WORD, x_mask & more, VALS, PAIRS)
         else:
             w = tl.load(w_rows + kw, mask=w_mask & valid, other=0)
+            x0, x1, x2, x3, x4, x5, x6, x7 = _step_values(x_rows + kw * X_WORD,
+                                                          x_mask & valid, VALS, PAIRS)
         if FLIP:
             w = w ^ _SIGN_FLIP
         # shifted copies that bring every field to bit 8, 12 or 16 (int4), 0 or 8 (int8)
@@ -149,26 +240,44 @@ def word_gemv_kernel(
         else:
             w_lo = w
             w_hi = w >> 16
-        sums = tl.zeros((BLOCK_N, ROWS, SUBGROUPS, GROUP_WORDS), dtype=tl.float32)
-        x_sums = tl.zeros((1, ROWS, SUBGROUPS, GROUP_WORDS), dtype=tl.float32)
         for j in tl.static_range(VALS):
-            xj = tl.load(x_rows + (kw * VALS + j), mask=x_mask & valid, other=0.0)
-            xj = xj.to(tl.float32)
-            x_sums += xj
-            f, xj = _term(w, w_lo, w_hi, xj, j, BITS, PRODUCT)
-            sums += f * xj
-        s = tl.sum(sums, axis=3)  # [BLOCK_N, ROWS, SUBGROUPS]
-        xs = tl.sum(x_sums, axis=3)  # [1, ROWS, SUBGROUPS]
-        k_group = kw * VALS + offs_g * GROUP
-        g_ptrs = (k_group // group_size)[None, :] * N + offs_n[:, None]
-        g_mask = mask_n[:, None] & below(k_group, K, EVEN_K)[None, :]
-        scale = tl.load(s_ptr + g_ptrs, mask=g_mask, other=0.0).to(tl.float32)
-        if HAS_ZEROS:
-            zero = tl.load(z_ptr + g_ptrs, mask=g_mask, other=0).to(tl.float32)
-            dots = s * (2.0 ** -PRODUCT) - zero[:, None, :] * xs
+            xj = _value(j, x0, x1, x2, x3, x4, x5, x6, x7, PAIRS, BF16)
+            f, xp = _term(w, w_lo, w_hi, xj, j, BITS, PRODUCT)
+            if j == 0:
+                x_run = xj
+                sums = f * xp
+            else:
+                x_run += xj
+                sums += f * xp
+        # sums over each run of VEC words, in registers: (u - z) x 2**PRODUCT
+        if PER_CHANNEL and not HAS_ZEROS:  # the zero point folds in before the sums
+            sums -= (ZERO_POINT * 2.0 ** PRODUCT) * x_run
+            dots = tl.sum(tl.reshape(sums, (BLOCK_N, ROWS, SUBGROUPS, RUNS, VEC)), axis=4)
         else:
-            dots = s * (2.0 ** -PRODUCT) - ZERO_POINT * xs
-        acc += tl.sum(dots * scale[:, None, :], axis=2)
+            s = tl.sum(tl.reshape(sums, (BLOCK_N, ROWS, SUBGROUPS, RUNS, VEC)), axis=4)
+            xs = tl.sum(tl.reshape(x_run, (1, ROWS, SUBGROUPS, RUNS, VEC)), axis=4)
+            if not HAS_ZEROS:
+                dots = s - (ZERO_POINT * 2.0 ** PRODUCT) * xs
+            elif PER_CHANNEL:
+                dots = s - zero_c * xs
+            else:
+                k_group = kw * VALS + offs_g * GROUP
+                g_ptrs = (k_group // group_size)[None, None, :, None] * N + g_rows
+                g_mask = g_mask_n & below(k_group, K, EVEN_K)[None, None, :, None]
+                zero = tl.load(z_ptr + g_ptrs, mask=g_mask, other=0).to(tl.float32)
+                dots = s - (zero * 2.0 ** PRODUCT) * xs
+        if PER_CHANNEL:  # one scale per row: applied once, after the loop
+            acc += dots
+        else:
+            k_group = kw * VALS + offs_g * GROUP
+            g_ptrs = (k_group // group_size)[None, None, :, None] * N + g_rows
+            g_mask = g_mask_n & below(k_group, K, EVEN_K)[None, None, :, None]
+            scale = tl.load(s_ptr + g_ptrs, mask=g_mask, other=0.0).to(tl.float32)
+            acc += dots * (scale * 2.0 ** -PRODUCT)
+    acc = tl.sum(tl.sum(acc, axis=3), axis=2)
+    if PER_CHANNEL:
+        scale = tl.load(s_ptr + offs_n * stride_sn, mask=mask_n, other=0.0).to(tl.float32)
+        acc *= scale[:, None] * 2.0 ** -PRODUCT
     finish_splits(acc, bias_ptr, out_ptr, part_ptr, count_ptr, offs_n, offs_m, mask_n, mask_m,
                   M, N, stride_om, pid_n, pid_k, splits, HAS_BIAS)
 
@@ -189,13 +298,25 @@ def launch_word_gemv(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | 
     vals = 32 // qw.bits
     flip = qw.method == "int8" and qw.zeros is None  # signed bytes -> u = q + 128
     zero_point = 128 if flip else qw.zero_point
+    # 16-bit activations load as int32 pairs where rows are 4-byte aligned
+    pairs = x.element_size() == 2 and x.stride(0) % 2 == 0 and x.data_ptr() % 4 == 0
+    # loads run ahead through shared memory: cap the stages so their buffers fit (one
+    # step's words and activations; twice that per stage covers the pipeliner's copies)
+    rows = triton.next_power_of_2(m)
+    step_words = step // vals
+    x_bytes = rows * step_words * (vals * 2 if pairs else vals * x.element_size())
+    stage_bytes = 2 * (block_n * step_words * 4 + x_bytes)
+    stages = max(1, min(num_stages, _SHARED_BYTES // stage_bytes))
+    xa = x.view(torch.int32) if pairs else x
     word_gemv_kernel[(triton.cdiv(n, block_n), splits)](
-        x, as_words(qw), qw.scales, qw.zeros if qw.zeros is not None else qw.scales,
+        xa, as_words(qw), qw.scales, qw.zeros if qw.zeros is not None else qw.scales,
         bias if bias is not None else out, out, partials, counters,
-        m, n, k, k // vals, x.stride(0), qw.qweight.stride(0) * qw.qweight.element_size() // 4,
-        out.stride(0), qw.group_size, k_per_split // vals, splits,
+        m, n, k, k // vals, xa.stride(0), qw.qweight.stride(0) * qw.qweight.element_size() // 4,
+        qw.scales.stride(1), out.stride(0), qw.group_size, k_per_split // vals, splits,
         BITS=qw.bits, FLIP=flip, HAS_ZEROS=qw.zeros is not None, ZERO_POINT=zero_point,
-        HAS_BIAS=bias is not None, ROWS=triton.next_power_of_2(m), BLOCK_N=block_n,
-        SUBGROUPS=step // group, GROUP_WORDS=group // vals, EVEN_K=k % step == 0, PREFETCH=prefetch,
-        num_warps=num_warps, num_stages=num_stages,
+        HAS_BIAS=bias is not None, ROWS=rows, BLOCK_N=block_n,
+        SUBGROUPS=step // group, GROUP_WORDS=group // vals, VEC=min(4, group // vals),
+        EVEN_K=k % step == 0, PREFETCH=prefetch, PAIRS=pairs, BF16=x.dtype == torch.bfloat16,
+        PER_CHANNEL=qw.num_groups == 1, STAGES=stages,
+        num_warps=num_warps, num_stages=stages,
     )

@@ -115,7 +115,7 @@ class DecodeConfig:
 # 17.5 / 19.0 us (1.75x / 1.66x cuBLAS bf16), int8 32x256 19.8 / 20.9 us (1.57x / 1.51x).
 # Dot tiles at M=4-16 64x256 (int4) and 64x128 (int8), 0.96-1.10x.
 DEFAULT_CONFIGS = {
-    (4, True): DecodeConfig(block_n=128, block_k=256, num_warps=4, num_stages=1),
+    (4, True): DecodeConfig(block_n=128, block_k=256, num_warps=2, num_stages=1),
     (8, True): DecodeConfig(block_n=32, block_k=256, num_warps=4, num_stages=3),
     (4, False): DecodeConfig(block_n=64, block_k=256, num_warps=4, num_stages=3),
     (8, False): DecodeConfig(block_n=64, block_k=128, num_warps=4, num_stages=3),
