@@ -143,6 +143,17 @@ def test_word_gemv_on_cuda(dtype, fmt, pipeline, aligned, m):
     _word_gemv_case("cuda", dtype, fmt, pipeline, m, aligned)
 
 
+@pytest.mark.parametrize(("method", "group_size"), [("int8", None), ("int4", 128)], ids=str)
+def test_word_gemv_many_rows_shortens_long_steps(method, group_size):
+    # 16 rows with 1024-value steps would hold 16 x 32 x 256 sums per step: the launch
+    # halves the step (and a per-channel group with it) until the tile is small
+    x, qw, bias = _case(method, True, group_size, 40, 2048, 16, torch.float16, seed=5)
+    cfg = DecodeConfig(block_n=32, block_k=1024, splits=2, path="gemv")
+    out = _run(x, qw, bias, cfg)
+    assert_close(out, quantized_linear_reference(x.double(), qw, bias.double()),
+                 dtype=torch.float16)
+
+
 def test_word_bits_needs_whole_aligned_words():
     def qw(method, k, n=8):
         return quantize_weight(torch.randn(n, k), method, group_size=k, symmetric=True)

@@ -40,6 +40,8 @@ from infercore.ops.quant.triton_dequant import below, finish_splits
 from infercore.ops.quant.weights import QuantizedWeight
 
 _SIGN_FLIP = tl.constexpr(-0x7F7F7F80)  # int32 bit pattern 0x80808080
+#: Largest tile of per-word sums, BLOCK_N * ROWS * STEP_WORDS (registers of the step).
+_TILE_ELEMENTS = 16384
 #: Shared memory the pipelined loads may take (Hopper allows 227 KiB per program).
 _SHARED_BYTES = 192 * 1024
 
@@ -300,9 +302,13 @@ def launch_word_gemv(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | 
     zero_point = 128 if flip else qw.zero_point
     # 16-bit activations load as int32 pairs where rows are 4-byte aligned
     pairs = x.element_size() == 2 and x.stride(0) % 2 == 0 and x.data_ptr() % 4 == 0
+    rows = triton.next_power_of_2(m)
+    # many activation rows: shorter steps keep the [BLOCK_N, ROWS, STEP_WORDS] sums small
+    while block_n * rows * (step // vals) > _TILE_ELEMENTS and max(group // 2, vals) < step:
+        group = group // 2 if group == step else group
+        step //= 2
     # loads run ahead through shared memory: cap the stages so their buffers fit (one
     # step's words and activations; twice that per stage covers the pipeliner's copies)
-    rows = triton.next_power_of_2(m)
     step_words = step // vals
     x_bytes = rows * step_words * (vals * 2 if pairs else vals * x.element_size())
     stage_bytes = 2 * (block_n * step_words * 4 + x_bytes)
