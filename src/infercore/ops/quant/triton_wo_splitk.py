@@ -82,7 +82,9 @@ class DecodeConfig:
         K values per step; a power of two (capped so a tile never holds part of a group
         whose size is not a power of two).
     num_warps, num_stages : int
-        Triton launch options.
+        Triton launch options. On the GEMV over 32-bit words, ``num_stages > 1``
+        software-pipelines the loop (later steps' loads run ahead through shared memory;
+        the launch lowers it where the buffers would not fit).
     splits : int or None
         K splits; ``None`` plans them from the SM count (:func:`plan_splits`).
     path : str or None
@@ -111,8 +113,9 @@ class DecodeConfig:
 # Default configurations by (bits per weight, GEMV path), the best or within 2% of the best
 # of sweeps on an H200 (weights 14336x4096 and 4096x14336, int4 groups of 128, int8 one
 # scale per channel, bf16 activations, CUDA graphs over 8 weight copies). M=1 runs the
-# GEMV over 32-bit words (:mod:`~infercore.ops.quant.triton_wo_gemv`): int4 128x256
-# 17.5 / 19.0 us (1.75x / 1.66x cuBLAS bf16), int8 32x256 19.8 / 20.9 us (1.57x / 1.51x).
+# GEMV over 32-bit words (:mod:`~infercore.ops.quant.triton_wo_gemv`): int4 128x256 with
+# 2 warps 15.6 / 16.2 us (2.00x cuBLAS bf16 on both), int8 32x256 (3 pipelined stages)
+# 18.6 / 19.2 us (1.68x / 1.69x).
 # Dot tiles at M=4-16 64x256 (int4) and 64x128 (int8), 0.96-1.10x.
 DEFAULT_CONFIGS = {
     (4, True): DecodeConfig(block_n=128, block_k=256, num_warps=2, num_stages=1),
