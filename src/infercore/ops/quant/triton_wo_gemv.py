@@ -204,8 +204,9 @@ def word_gemv_kernel(
     x_rows = x_ptr + offs_m[None, :, None] * stride_xm + (word * X_WORD)[None, None, :]
     w_mask = mask_n[:, None, None]
     x_mask = mask_m[None, :, None]
-    # Scales and zeros of the step's groups, [BLOCK_N, 1, SUBGROUPS, RUNS] (one per run):
-    # the rows' stride is a runtime value so these loads take the accumulator's layout.
+    # Scales and zeros of the step's groups, [BLOCK_N, 1, SUBGROUPS, RUNS] (one per run).
+    # Their row stride is not specialized: with its contiguity unknown, triton 3.9 loads
+    # them in the accumulator's layout (triton 3.6 still exchanges them per step).
     g_rows = offs_n[:, None, None, None] * stride_sn + (offs_r * 0)[None, None, None, :]
     g_mask_n = mask_n[:, None, None, None]
     acc = tl.zeros((BLOCK_N, ROWS, SUBGROUPS, RUNS), dtype=tl.float32)
