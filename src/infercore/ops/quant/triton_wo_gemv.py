@@ -252,6 +252,10 @@ def word_gemv_kernel(
             else:
                 x_run += xj
                 sums += f * xp
+        if not PER_CHANNEL:  # scales (and zeros) of the step's groups
+            k_group = kw * VALS + offs_g * GROUP
+            g_ptrs = (k_group // group_size)[None, None, :, None] * N + g_rows
+            g_mask = g_mask_n & below(k_group, K, EVEN_K)[None, None, :, None]
         # sums over each run of VEC words, in registers: (u - z) x 2**PRODUCT
         if PER_CHANNEL and not HAS_ZEROS:  # the zero point folds in before the sums
             sums -= (ZERO_POINT * 2.0 ** PRODUCT) * x_run
@@ -264,17 +268,11 @@ def word_gemv_kernel(
             elif PER_CHANNEL:
                 dots = s - zero_c * xs
             else:
-                k_group = kw * VALS + offs_g * GROUP
-                g_ptrs = (k_group // group_size)[None, None, :, None] * N + g_rows
-                g_mask = g_mask_n & below(k_group, K, EVEN_K)[None, None, :, None]
                 zero = tl.load(z_ptr + g_ptrs, mask=g_mask, other=0).to(tl.float32)
                 dots = s - (zero * 2.0 ** PRODUCT) * xs
         if PER_CHANNEL:  # one scale per row: applied once, after the loop
             acc += dots
         else:
-            k_group = kw * VALS + offs_g * GROUP
-            g_ptrs = (k_group // group_size)[None, None, :, None] * N + g_rows
-            g_mask = g_mask_n & below(k_group, K, EVEN_K)[None, None, :, None]
             scale = tl.load(s_ptr + g_ptrs, mask=g_mask, other=0.0).to(tl.float32)
             acc += dots * (scale * 2.0 ** -PRODUCT)
     acc = tl.sum(tl.sum(acc, axis=3), axis=2)
@@ -311,7 +309,7 @@ def launch_word_gemv(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | 
     # loads run ahead through shared memory: cap the stages so their buffers fit (one
     # step's words and activations; twice that per stage covers the pipeliner's copies)
     step_words = step // vals
-    x_bytes = rows * step_words * (vals * 2 if pairs else vals * x.element_size())
+    x_bytes = rows * step_words * vals * x.element_size()
     stage_bytes = 2 * (block_n * step_words * 4 + x_bytes)
     stages = max(1, min(num_stages, _SHARED_BYTES // stage_bytes))
     xa = x.view(torch.int32) if pairs else x
