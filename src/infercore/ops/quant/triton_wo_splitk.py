@@ -18,7 +18,10 @@ Three ways to multiply, chosen per call (:class:`DecodeConfig` ``path``):
   the weight is the left operand, the short activation side the right one).
 - Magic (int4 weights, 16-bit activations only): the codes become 16-bit operands by
   integer bit operations, one dot per group, the zero point and the scale applied to the
-  dot's result (:mod:`~infercore.ops.quant.triton_wo_magic`).
+  dot's result. Rows of whole 32-bit words unpack two values per instruction straight
+  into the tensor cores' register order
+  (:mod:`~infercore.ops.quant.triton_wo_magic_words`); other rows go byte by byte
+  (:mod:`~infercore.ops.quant.triton_wo_magic`).
 
 int4 values are never interleaved: the low nibbles (even k) and high nibbles (odd k) are
 two half-width tiles multiplied with the even and odd activation columns. Integer codes
@@ -48,6 +51,11 @@ from infercore.ops.quant.triton_dequant import (
 )
 from infercore.ops.quant.triton_wo_gemv import launch_word_gemv, word_bits
 from infercore.ops.quant.triton_wo_magic import MAGIC16, magic_step
+from infercore.ops.quant.triton_wo_magic_words import (
+    MAX_STEP_WORDS,
+    launch_magic_words,
+    step_words,
+)
 from infercore.ops.quant.weights import QuantizedWeight
 from infercore.ops.splitk import fixed_splits, split_counters
 from infercore.ops.splitk import plan_splits as plan_tile_splits
@@ -123,11 +131,13 @@ DEFAULT_CONFIGS = {
     (4, False): DecodeConfig(block_n=64, block_k=256, num_warps=4, num_stages=3),
     (8, False): DecodeConfig(block_n=64, block_k=128, num_warps=4, num_stages=3),
 }
-#: int4 weights with 16-bit activations and 2..MAGIC_MAX_M rows take the magic path: on an
-#: H200 (same weights) 128x128 tiles, 3 stages, 8 splits ran M=4 in 26.4-26.5 us and M=16
-#: in 27.1-27.2 us, against 32.7-35.0 / 30.6-31.3 us for the dot default (cuBLAS bf16
-#: 30.6-33.2 us); at M=1 GEMV stays faster (21.4-23.8 vs 24.9-25.2 us). M > 16 not swept.
-MAGIC_CONFIG = DecodeConfig(block_n=128, block_k=128, num_warps=4, num_stages=3, splits=8,
+#: int4 weights with 16-bit activations and 2..MAGIC_MAX_M rows take the magic path (over
+#: 32-bit words where rows allow, :mod:`~infercore.ops.quant.triton_wo_magic_words`): on an
+#: H200 (same weights, symmetric groups of 128) 128x128 tiles with 4 warps, 3 stages and
+#: one wave of splits ran M=4 in 16.1-16.2 us and M=16 in 16.8-17.2 us against cuBLAS
+#: bf16's 30.7-33.0 us (1.86-1.99x); the byte version ran 25.7-27.4 us. At M=1 the GEMV
+#: over words is as fast (15.7 / 16.2 against 15.9 / 15.8 us) and faster with zero points.
+MAGIC_CONFIG = DecodeConfig(block_n=128, block_k=128, num_warps=4, num_stages=3,
                             path="magic")
 MAGIC_MAX_M = 16
 # Aim for this many programs per SM (several resident programs keep loads in flight) and
@@ -333,6 +343,34 @@ def default_config(m: int, qw: QuantizedWeight,
     return DEFAULT_CONFIGS[(qw.bits, m <= GEMV_MAX_M)]
 
 
+def plan_wave_splits(n_tiles: int, k_steps: int, sms: int) -> tuple[int, int]:
+    """(splits, K steps per split) for the magic path over words: as many splits as fill
+    one wave of ``_PROGRAMS_PER_SM`` programs per SM without starting a second one (a
+    few programs of a second wave would run alone at the end)."""
+    wanted = max(1, (_PROGRAMS_PER_SM * sms) // max(n_tiles, 1))
+    return fixed_splits(min(wanted, _MAX_SPLITS), k_steps)
+
+
+def _launch_magic_words(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | None,
+                        out: torch.Tensor, cfg: DecodeConfig, step: int) -> None:
+    m, k = x.shape
+    n_tiles = triton.cdiv(qw.out_features, cfg.block_n)
+    k_steps = triton.cdiv(k // 8, step)
+    if cfg.splits is None:
+        splits, per_split = plan_wave_splits(n_tiles, k_steps, sm_count(x.device))
+    else:
+        splits, per_split = fixed_splits(cfg.splits, k_steps)
+    if splits > 1:
+        partials = torch.empty((splits, m, qw.out_features), dtype=torch.float32,
+                               device=x.device)
+        counters = split_counters(x.device, n_tiles)
+    else:
+        partials = counters = out
+    launch_magic_words(x, qw, bias, out, partials, counters, per_split * step, splits,
+                       block_n=cfg.block_n, step=step, num_warps=cfg.num_warps,
+                       num_stages=cfg.num_stages)
+
+
 def splitk_linear(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | None,
                   out: torch.Tensor, *, config: DecodeConfig | None = None) -> bool:
     """``out [M, N] = x [M, K] @ dequant(qw)^T + bias`` for ``M <= MAX_M``; x has unit
@@ -363,6 +401,10 @@ def splitk_linear(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | Non
                 "activations; use path 'gemv' or 'dot'"
             )
         magic_or, magic_value = MAGIC16[x.dtype]
+        step = step_words(qw, max(4, min(cfg.block_k // 8, MAX_STEP_WORDS)))
+        if word_bits(qw) == 4 and step is not None:
+            _launch_magic_words(x, qw, bias, out, cfg, step)
+            return True
     shape = tile_shape(qw, cfg.block_k, path)
     if shape is None:
         return False
