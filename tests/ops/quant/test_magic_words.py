@@ -112,13 +112,19 @@ def test_plan_wave_splits_fills_one_wave():
     assert plan_wave_splits(32, 112, 132) == (16, 7)
     assert plan_wave_splits(600, 32, 132) == (1, 32)
     assert plan_wave_splits(8, 3, 132) == (3, 1)  # never more splits than steps
+    assert plan_wave_splits(112, 32, 132, programs_per_sm=2) == (2, 16)
 
 
 def test_default_is_the_word_path_for_a_few_rows():
     qw = quantize_weight(torch.randn(64, 512), "int4", group_size=128)
-    for m in (2, 16):
+    for m in (2, 16, 64):
         cfg = default_config(m, qw, torch.bfloat16)
         assert cfg.path == "magic" and step_words(qw, cfg.block_k // 8) == 16
+    assert default_config(1, qw, torch.bfloat16).path is None  # GEMV over words
+    # rows of 149 bytes: the byte version serves up to 16 rows, the dot path beyond
+    odd = quantize_weight(torch.randn(64, 298), "int4", group_size=None)
+    assert default_config(16, odd, torch.bfloat16).path == "magic"
+    assert default_config(17, odd, torch.bfloat16).path != "magic"
 
 
 def test_pairs_ptx_subtracts_the_offset_only_for_symmetric_codes():
