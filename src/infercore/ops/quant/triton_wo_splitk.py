@@ -141,8 +141,9 @@ MAGIC_CONFIG = DecodeConfig(block_n=128, block_k=128, num_warps=4, num_stages=3,
                             path="magic")
 MAGIC_MAX_M = 16
 #: Rows up to which int4 weights whose rows are whole 32-bit words take the magic path by
-#: default: on an H200 (same weights) M=64 ran in 29.1 / 35.6 us with 2 / 4 splits against
-#: cuBLAS bf16's 33.4 / 36.2 us (1.15x / 1.02x), where the dot path ran 0.65x / 0.78x.
+#: default: on an H200 (same weights) M=64 ran in 28.9 / 30.2 us with one wave of splits
+#: (2 / 8) against cuBLAS bf16's 33.3 / 36.3 us (1.16x / 1.20x), where the dot path ran
+#: 50.7 / 46.4 us (0.66x / 0.78x).
 MAGIC_WORDS_MAX_M = 64
 # Aim for this many programs per SM (several resident programs keep loads in flight) and
 # never split K more than _MAX_SPLITS ways. Initial choices, to be tuned.
@@ -359,6 +360,16 @@ def plan_wave_splits(n_tiles: int, k_steps: int, sms: int,
     return fixed_splits(min(wanted, _MAX_SPLITS), k_steps)
 
 
+def _split_workspace(out: torch.Tensor, splits: int,
+                     n_tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 partials ``[splits, M, N]`` and the zeroed counters (one per N tile) of a
+    split launch; with one split the kernels take neither (``out`` stands in)."""
+    if splits == 1:
+        return out, out
+    partials = torch.empty((splits, *out.shape), dtype=torch.float32, device=out.device)
+    return partials, split_counters(out.device, n_tiles)
+
+
 def _launch_magic_words(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | None,
                         out: torch.Tensor, cfg: DecodeConfig, step: int) -> None:
     m, k = x.shape
@@ -371,12 +382,7 @@ def _launch_magic_words(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor
         splits, per_split = plan_wave_splits(n_tiles, k_steps, sm_count(x.device), per_sm)
     else:
         splits, per_split = fixed_splits(cfg.splits, k_steps)
-    if splits > 1:
-        partials = torch.empty((splits, m, qw.out_features), dtype=torch.float32,
-                               device=x.device)
-        counters = split_counters(x.device, n_tiles)
-    else:
-        partials = counters = out
+    partials, counters = _split_workspace(out, splits, n_tiles)
     launch_magic_words(x, qw, bias, out, partials, counters, per_split * step, splits,
                        block_n=cfg.block_n, step=step, num_warps=cfg.num_warps,
                        num_stages=cfg.num_stages)
@@ -426,11 +432,7 @@ def splitk_linear(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | Non
         splits, per_split = plan_splits(n_tiles, k_tiles, sm_count(x.device))
     else:
         splits, per_split = fixed_splits(cfg.splits, k_tiles)
-    if splits > 1:
-        partials = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
-        counters = split_counters(x.device, n_tiles)
-    else:
-        partials = counters = out
+    partials, counters = _split_workspace(out, splits, n_tiles)
     meta = format_meta(qw)
     if qw.zeros is not None:
         meta["ZERO_POINT"] = 0  # explicit zero points replace the implicit one
