@@ -95,12 +95,20 @@ def _epilogue(acc, rows, cols, bias_ptr, sa_ptr, sb_ptr,
 
 
 @triton.jit
-def _split_work(work, splits, k_tiles, k_tiles_per_split):
-    """(output tile, split, first K tile, end K tile) of split-K work item ``work``."""
-    tile = work // splits
-    split = work % splits
-    kt_begin = split * k_tiles_per_split
-    return tile, split, kt_begin, tl.minimum(kt_begin + k_tiles_per_split, k_tiles)
+def _work_item(work, splits, k_tiles, k_tiles_per_split, num_pid_m, num_pid_n,
+               GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr):
+    """(row tile, column tile, output tile, split, first K tile, end K tile) of work item
+    ``work``: with ``SPLIT_K`` each output tile is ``splits`` items of
+    ``k_tiles_per_split`` K tiles, else one item over all of K (split 0)."""
+    if SPLIT_K:
+        tile = work // splits
+        split = work % splits
+        kt_begin = split * k_tiles_per_split
+        kt_end = tl.minimum(kt_begin + k_tiles_per_split, k_tiles)
+    else:
+        tile, split, kt_begin, kt_end = work, 0, 0, k_tiles
+    pid_m, pid_n = tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+    return pid_m, pid_n, tile, split, kt_begin, kt_end
 
 
 @triton.jit
@@ -135,11 +143,8 @@ def _matmul_ptr_kernel(
     if SPLIT_K:
         num_work *= splits
     for work in tl.range(tl.program_id(0), num_work, num_programs):
-        if SPLIT_K:
-            tile, split, kt_begin, kt_end = _split_work(work, splits, k_tiles, k_tiles_per_split)
-        else:
-            tile, kt_begin, kt_end = work, 0, k_tiles
-        pid_m, pid_n = tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+        pid_m, pid_n, tile, split, kt_begin, kt_end = _work_item(
+            work, splits, k_tiles, k_tiles_per_split, num_pid_m, num_pid_n, GROUP_M, SPLIT_K)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         # Rows/columns past the edge re-read row/column 0 (in bounds) and are never stored,
@@ -190,11 +195,8 @@ def _matmul_tma_kernel(
     if SPLIT_K:
         num_work *= splits
     for work in tl.range(tl.program_id(0), num_work, num_programs):
-        if SPLIT_K:
-            tile, split, kt_begin, kt_end = _split_work(work, splits, k_tiles, k_tiles_per_split)
-        else:
-            tile, kt_begin, kt_end = work, 0, k_tiles
-        pid_m, pid_n = tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+        pid_m, pid_n, tile, split, kt_begin, kt_end = _work_item(
+            work, splits, k_tiles, k_tiles_per_split, num_pid_m, num_pid_n, GROUP_M, SPLIT_K)
         m0 = pid_m * BLOCK_M
         n0 = pid_n * BLOCK_N
         offs_m = m0 + tl.arange(0, BLOCK_M)
