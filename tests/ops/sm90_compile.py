@@ -42,7 +42,7 @@ def compile_case(m_class, split_k, dtype, out_dtype, b_kmajor, scales):
     sig = {
         "a_desc": f"tensordesc<{_TL[dtype]}[{bm}, {bk}]>",
         "b_desc": f"tensordesc<{_TL[dtype]}[{b_block[0]}, {b_block[1]}]>",
-        "c_desc": f"tensordesc<{_TL[out_dtype]}[{bm}, {bn // config.epilogue_split}]>",
+        "c_desc": f"tensordesc<{_TL[out_dtype]}[{bm}, {bn}]>",
         "bias_ptr": "*bf16", "sa_ptr": "*fp32", "sb_ptr": "*fp32",
         "part_ptr": "*fp32", "count_ptr": "*i32",
         **{name: "i32" for name in ("M", "N", "K", "stride_sam", "stride_sak", "stride_sbk",
@@ -52,8 +52,6 @@ def compile_case(m_class, split_k, dtype, out_dtype, b_kmajor, scales):
     consts = kernel_constexprs(config, dtype, torch.device("cuda"), True, scales,
                                split_k=split_k)
     consts["B_KMAJOR"] = b_kmajor
-    consts["FLATTEN"] = config.flatten and config.persistent and not split_k
-    consts["EPILOGUE_SPLIT"] = config.epilogue_split
     sig.update({name: "constexpr" for name in consts})
     kernel = triton.compile(
         ASTSource(_matmul_tma_kernel, sig, consts),

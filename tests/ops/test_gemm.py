@@ -136,11 +136,9 @@ def test_linear_matches_functional_linear(backend, device):
     "config",
     [
         GemmConfig(32, 32, 32, group_m=2, persistent=True, tma=True),
-        GemmConfig(32, 32, 32, group_m=2, persistent=True, tma=True, flatten=True,
-                   epilogue_split=2),
         GemmConfig(16, 64, 16, group_m=1, tma=True),
     ],
-    ids=["persistent", "persistent_flat_split_epilogue", "one_tile_per_program"],
+    ids=["persistent", "one_tile_per_program"],
 )
 @pytest.mark.parametrize("b_kmajor", [True, False], ids=["b_kmajor", "b_rowmajor"])
 def test_triton_tma_kernel(config, b_kmajor, device):

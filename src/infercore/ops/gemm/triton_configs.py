@@ -57,11 +57,7 @@ class GemmConfig:
     the tiles (and their K splits). ``tma``: load through TMA descriptors when the
     operands allow it (Hopper; the pointer kernel is used otherwise). ``split_k``: split
     K over at most this many programs per output tile (1: no split, the kernels' plain
-    path); ``None`` plans it at launch (:func:`plan_split_k`). ``flatten``: a persistent
-    TMA program runs its tiles' K loops as one software-pipelined loop, so the next tile's
-    loads are in flight during a tile's epilogue (unsplit launches only).
-    ``epilogue_split``: the TMA kernel stores each output tile as this many column
-    slices (1 or 2), which halves the shared memory of the output tile.
+    path); ``None`` plans it at launch (:func:`plan_split_k`).
     """
 
     block_m: int
@@ -74,14 +70,10 @@ class GemmConfig:
     tma: bool = False
     programs_per_sm: int = 1
     split_k: int | None = 1
-    flatten: bool = False
-    epilogue_split: int = 1
 
     def __post_init__(self) -> None:
         if self.split_k is not None and (not isinstance(self.split_k, int) or self.split_k < 1):
             raise ValueError(f"split_k must be None or an integer >= 1, got {self.split_k!r}")
-        if self.epilogue_split not in (1, 2):
-            raise ValueError(f"epilogue_split must be 1 or 2, got {self.epilogue_split!r}")
 
     def with_block_k(self, block_k: int) -> GemmConfig:
         return dataclasses.replace(self, block_k=block_k)
@@ -170,10 +162,9 @@ def num_sms(device: torch.device) -> int:
 
 
 def shared_memory_bytes(config: GemmConfig, in_bytes: int, out_bytes: int) -> int:
-    """Shared memory of the TMA kernel: the pipelined operand tiles plus the output tile
-    (one slice of it with ``epilogue_split``)."""
+    """Shared memory of the TMA kernel: the pipelined operand tiles plus the output tile."""
     operands = config.num_stages * (config.block_m + config.block_n) * config.block_k * in_bytes
-    return operands + config.block_m * config.block_n * out_bytes // config.epilogue_split
+    return operands + config.block_m * config.block_n * out_bytes
 
 
 def fit_shared_memory(

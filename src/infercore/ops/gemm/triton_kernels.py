@@ -187,7 +187,6 @@ def _matmul_tma_kernel(
     SA_G: tl.constexpr, SA_K: tl.constexpr, SB_G: tl.constexpr, SB_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, IMPRECISE_ACC: tl.constexpr, SPLIT_K: tl.constexpr,
-    FLATTEN: tl.constexpr, EPILOGUE_SPLIT: tl.constexpr,
 ):
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -195,10 +194,7 @@ def _matmul_tma_kernel(
     num_work = num_pid_m * num_pid_n
     if SPLIT_K:
         num_work *= splits
-    # FLATTEN: the tiles' K loops fuse into one pipelined loop; the epilogue then finds its
-    # tile from a counter of its own, not from the loads' (which run ahead of it)
-    work_done = tl.program_id(0) - num_programs
-    for work in tl.range(tl.program_id(0), num_work, num_programs, flatten=FLATTEN):
+    for work in tl.range(tl.program_id(0), num_work, num_programs):
         pid_m, pid_n, tile, split, kt_begin, kt_end = _work_item(
             work, splits, k_tiles, k_tiles_per_split, num_pid_m, num_pid_n, GROUP_M, SPLIT_K)
         m0 = pid_m * BLOCK_M
@@ -218,17 +214,6 @@ def _matmul_tma_kernel(
             acc = _mma(acc, a, b, kt, rows, cols, sa_ptr, sb_ptr,
                        stride_sam, stride_sak, stride_sbk, stride_sbn,
                        SA_G, SA_K, SB_G, SB_K, BLOCK_K, INPUT_PRECISION, IMPRECISE_ACC)
-        if FLATTEN:
-            work_done += num_programs
-            pid_m, pid_n, tile, split, _, _ = _work_item(
-                work_done, splits, k_tiles, k_tiles_per_split, num_pid_m, num_pid_n, GROUP_M,
-                SPLIT_K)
-            m0 = pid_m * BLOCK_M
-            n0 = pid_n * BLOCK_N
-            offs_m = m0 + tl.arange(0, BLOCK_M)
-            offs_n = n0 + tl.arange(0, BLOCK_N)
-            rows = tl.where(offs_m < M, offs_m, 0)
-            cols = tl.where(offs_n < N, offs_n, 0)
         store = True
         if SPLIT_K:
             acc, store = _split_done(acc, part_ptr, count_ptr, tile, split, splits,
@@ -237,10 +222,4 @@ def _matmul_tma_kernel(
             acc = _epilogue(acc, rows, cols, bias_ptr, sa_ptr, sb_ptr, stride_sam, stride_sbn,
                             HAS_BIAS, SA_G, SA_K, SB_G, SB_K)
             # The store is clipped to the tensor's bounds.
-            if EPILOGUE_SPLIT == 2:  # two column halves through a half-size buffer
-                halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
-                left, right = tl.split(halves)
-                c_desc.store([m0, n0], left.to(c_desc.dtype))
-                c_desc.store([m0, n0 + BLOCK_N // 2], right.to(c_desc.dtype))
-            else:
-                c_desc.store([m0, n0], acc.to(c_desc.dtype))
+            c_desc.store([m0, n0], acc.to(c_desc.dtype))

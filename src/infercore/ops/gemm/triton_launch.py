@@ -154,16 +154,13 @@ def launch_matmul(
             b_desc = TensorDescriptor.from_tensor(b.t(), [config.block_n, config.block_k])
         else:
             b_desc = TensorDescriptor.from_tensor(b, [config.block_k, config.block_n])
-        c_desc = TensorDescriptor.from_tensor(
-            out, [config.block_m, config.block_n // config.epilogue_split])
+        c_desc = TensorDescriptor.from_tensor(out, [config.block_m, config.block_n])
         _matmul_tma_kernel[(programs,)](
             a_desc, b_desc, c_desc, bias_arg, sa, sb, partials, counters,
             m, n, k,
             s_sam, s_sak, s_sbk, s_sbn,
             programs, splits, per_split,
             B_KMAJOR=b_kmajor,
-            FLATTEN=config.flatten and config.persistent and splits == 1,
-            EPILOGUE_SPLIT=config.epilogue_split,
             **common,
         )
         return "tma"
