@@ -121,6 +121,41 @@ def test_cutlass_gemm_matches_reference(dtype, b_kmajor, m, n, k):
 
 
 @pytest.mark.cuda
+def test_later_launches_write_new_operand_addresses():
+    """A problem shape's launch is prepared once; later calls with other tensors (new
+    addresses, new values) must compute with those, also inside a CUDA graph."""
+    if _cutlass().environment_reasons():
+        pytest.skip("; ".join(_cutlass().environment_reasons()))
+    m, n, k = 16, 4096, 4096  # the decode-like tile class of the reference test above
+    cases = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        b = torch.randn(n, k, device="cuda", dtype=torch.bfloat16).t()
+        out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+        cases.append((a, b, out))
+
+    def check(a, b, out):
+        ref = a.double() @ b.double()
+        err = ((out.double() - ref).norm() / ref.norm()).item()
+        assert err < 1e-2, err
+
+    for a, b, out in cases:
+        infercore.ops.gemm(a, b, out=out, backend="cutlass")
+    for case in cases:
+        check(*case)
+    a, b, out = cases[0]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        infercore.ops.gemm(a, b, out=out, backend="cutlass")
+    a.copy_(torch.randn_like(a))
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    check(a, b, out)
+
+
+@pytest.mark.cuda
 def test_compiled_kernels_are_cached_in_memory_and_on_disk():
     if _cutlass().environment_reasons():
         pytest.skip("; ".join(_cutlass().environment_reasons()))

@@ -5,12 +5,19 @@ operand and output dtypes, the layout of ``b`` and the tile (threadblock, cluste
 schedules). The first use of a key compiles it with nvcc (tens of seconds) into the
 device's directory of the on-disk cache, where ``cutlass_cppgen`` stores it keyed by the
 generated source (which spells out the same dtypes, layouts and tile). Later processes
-load it from there; within a process the compiled operation is kept in memory, and a
-launch only packs the kernel's arguments and calls the driver.
+load it from there; within a process the compiled operation is kept in memory.
+
+Launching (:func:`launch`): for CUTLASS 3 (SM90) kernels the first call of a problem shape
+builds ``cutlass_cppgen``'s argument structure once (:class:`_Launcher`); each later call
+writes the four operand addresses into it, has the kernel's host code turn it into the
+kernel's parameters (TMA descriptors included) and calls ``cuLaunchKernelEx``, without
+``cutlass_cppgen``'s per-call argument objects or device workspace allocation. CUTLASS 2
+kernels (pre-Hopper GPUs) launch through ``cutlass_cppgen``'s arguments on every call.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import threading
@@ -212,15 +219,15 @@ def get_kernel(key: KernelKey) -> Any:
     return op
 
 
-def launch(a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> None:
-    """``d = a @ b`` with the cached kernel for these operands (``d`` row-major, contiguous)."""
+def _arguments(op: Any, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> Any:
+    """``cutlass_cppgen``'s arguments of ``d = a @ b`` (they allocate and clear a device
+    workspace when the kernel needs one)."""
     from cutlass_cppgen.backend.gemm_operation import GemmArguments
     from cutlass_cppgen.shape import GemmCoord
     from cutlass_library import GemmUniversalMode
 
-    op = get_kernel(kernel_key(a, b, d.dtype))
     m, k = a.shape
-    args = GemmArguments(
+    return GemmArguments(
         operation=op, problem_size=GemmCoord(m, b.shape[1], k),
         A=a, B=b, C=d, D=d,
         output_op=op.epilogue_type(1.0, 0.0),
@@ -228,4 +235,94 @@ def launch(a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> None:
         split_k_slices=1,
         stream=current_stream(a.device),
     )
-    op.run(args)
+
+
+_free = ctypes.CDLL(None).free
+_free.argtypes = [ctypes.c_void_p]
+
+
+class _Launcher:
+    """The launch of one CUTLASS 3 kernel for one problem shape (operands contiguous, so
+    the leading dimensions follow from the shape): the argument structure, whose operand
+    addresses are rewritten per call, the grid, block, shared memory and cluster."""
+
+    def __init__(self, op: Any, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> None:
+        from cuda.bindings import driver
+
+        args = _arguments(op, a, b, d)
+        self.op = op
+        self.rt = op.rt_module
+        self.arguments = args.arguments  # the ctypes structure the host code reads
+        self.workspace_bytes = int(self.rt.get_device_workspace_size(args))
+        self.params_bytes = len(args.host_workspace)
+        self.params = (ctypes.c_char * self.params_bytes)()
+        self.packed = (ctypes.c_void_p * 1)(ctypes.addressof(self.params))
+        config = driver.CUlaunchConfig()
+        lc = args.launch_config
+        config.gridDimX, config.gridDimY, config.gridDimZ = lc.grid
+        config.blockDimX, config.blockDimY, config.blockDimZ = lc.block
+        config.sharedMemBytes = lc.shared_memory_capacity
+        cluster = tuple(getattr(op.tile_description, "cluster_shape", None) or (1, 1, 1))
+        attrs = []
+        if cluster != (1, 1, 1):
+            attr = driver.CUlaunchAttribute()
+            attr.id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+            (attr.value.clusterDim.x, attr.value.clusterDim.y,
+             attr.value.clusterDim.z) = cluster
+            attrs.append(attr)
+            (err,) = driver.cuFuncSetAttribute(
+                self.rt.kernel,
+                driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED,
+                1)
+            _check(err, "cuFuncSetAttribute")
+        config.attrs = attrs
+        config.numAttrs = len(attrs)
+        self.config = config
+        self.lock = threading.Lock()
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> None:
+        from cuda.bindings import driver
+
+        # a zeroed workspace per call, from PyTorch's stream-ordered allocator
+        workspace = (torch.zeros(self.workspace_bytes, dtype=torch.uint8, device=a.device)
+                     if self.workspace_bytes else None)
+        with self.lock:
+            mainloop, epilogue = self.arguments.mainloop, self.arguments.epilogue
+            mainloop.ptr_A, mainloop.ptr_B = a.data_ptr(), b.data_ptr()
+            epilogue.ptr_C = epilogue.ptr_D = d.data_ptr()
+            # the kernel's parameters (TMA descriptors hold the addresses), in a buffer the
+            # host code allocates per call: copied out, then freed
+            raw = self.rt.get_args(ctypes.byref(self.arguments),
+                                   ctypes.c_void_p(workspace.data_ptr() if workspace is not None
+                                                   else 0))
+            address = ctypes.cast(raw, ctypes.c_void_p).value
+            ctypes.memmove(self.params, address, self.params_bytes)
+            _free(address)
+            self.config.hStream = current_stream(a.device)
+            (err,) = driver.cuLaunchKernelEx(self.config, f=self.rt.kernel,
+                                             kernelParams=self.packed, extra=0)
+        _check(err, "cuLaunchKernelEx")
+
+
+def _check(err: Any, what: str) -> None:
+    from cuda.bindings import driver
+
+    if err != driver.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"CUTLASS launch: {what} failed with {err}")
+
+
+_launchers: dict[tuple[KernelKey, int, int, int], _Launcher] = {}
+
+
+def launch(a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> None:
+    """``d = a @ b`` with the cached kernel for these operands (``d`` row-major, contiguous)."""
+    key = kernel_key(a, b, d.dtype)
+    op = get_kernel(key)
+    if kernel_arch(key.cc) != 90:  # CUTLASS 2: arguments built on every call
+        op.run(_arguments(op, a, b, d))
+        return
+    shape = (key, a.shape[0], b.shape[1], a.shape[1])
+    launcher = _launchers.get(shape)
+    if launcher is None:
+        launcher = _launchers[shape] = _Launcher(op, a, b, d)
+    launcher(a, b, d)
