@@ -14,10 +14,9 @@ from infercore_cutlass.kernels import ALIGNMENT
 class CutlassGemm(Backend):
     family = "gemm"
     name = "cutlass"
-    # Below triton (100) and torch (150): a launch goes through cutlass_cppgen's Python
-    # argument packing, which allocates, clears and frees a device workspace per call (on
-    # an H200 a Llama-8B M=16 projection took ~0.37 ms against cuBLAS's 0.02 ms, while
-    # 8192^3 ran at 0.93x cuBLAS), and kernels compile on first use (~36-70 s each).
+    # Below triton (100) and torch (150): kernels compile on first use (~36-70 s each) and
+    # an eager launch still costs ~40 us of host time (Python and the kernel's host code),
+    # more than a decode-sized cuBLAS GEMM takes on an H200.
     priority = 50
     devices = ("cuda",)
     dtypes = (torch.float16, torch.bfloat16)

@@ -279,6 +279,8 @@ class _Launcher:
         config.numAttrs = len(attrs)
         self.config = config
         self.lock = threading.Lock()
+        # operand addresses the parameters were last built for (None: rebuild)
+        self.addresses: tuple[int, int, int] | None = None
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> None:
         from cuda.bindings import driver
@@ -286,18 +288,22 @@ class _Launcher:
         # a zeroed workspace per call, from PyTorch's stream-ordered allocator
         workspace = (torch.zeros(self.workspace_bytes, dtype=torch.uint8, device=a.device)
                      if self.workspace_bytes else None)
+        addresses = (a.data_ptr(), b.data_ptr(), d.data_ptr())
         with self.lock:
-            mainloop, epilogue = self.arguments.mainloop, self.arguments.epilogue
-            mainloop.ptr_A, mainloop.ptr_B = a.data_ptr(), b.data_ptr()
-            epilogue.ptr_C = epilogue.ptr_D = d.data_ptr()
-            # the kernel's parameters (TMA descriptors hold the addresses), in a buffer the
-            # host code allocates per call: copied out, then freed
-            raw = self.rt.get_args(ctypes.byref(self.arguments),
-                                   ctypes.c_void_p(workspace.data_ptr() if workspace is not None
-                                                   else 0))
-            address = ctypes.cast(raw, ctypes.c_void_p).value
-            ctypes.memmove(self.params, address, self.params_bytes)
-            _free(address)
+            # the parameters (TMA descriptors hold the addresses) are rebuilt when an
+            # operand moved, or always with a workspace (a new one per call)
+            if addresses != self.addresses or workspace is not None:
+                mainloop, epilogue = self.arguments.mainloop, self.arguments.epilogue
+                mainloop.ptr_A, mainloop.ptr_B, epilogue.ptr_C = addresses
+                epilogue.ptr_D = epilogue.ptr_C
+                # the host code returns them in a buffer it allocates: copied out, freed
+                raw = self.rt.get_args(
+                    ctypes.byref(self.arguments),
+                    ctypes.c_void_p(workspace.data_ptr() if workspace is not None else 0))
+                address = ctypes.cast(raw, ctypes.c_void_p).value
+                ctypes.memmove(self.params, address, self.params_bytes)
+                _free(address)
+                self.addresses = None if workspace is not None else addresses
             self.config.hStream = current_stream(a.device)
             (err,) = driver.cuLaunchKernelEx(self.config, f=self.rt.kernel,
                                              kernelParams=self.packed, extra=0)

@@ -7,8 +7,8 @@ counts. FLOPs = 2*M*N*K.
 
 Cases with M <= ``GRAPH_MAX_M`` are timed as CUDA graphs of calls rotating over
 ``COPIES`` distinct ``a`` and ``b`` (``infercore.bench.graphs``): there one eager call's
-host cost is comparable to the kernel and a reused weight would sit in L2. CUTLASS rows
-are timed eagerly (its launches are not captured), and so is larger M.
+host cost is comparable to the kernel and a reused weight would sit in L2. Larger M is
+timed eagerly.
 """
 
 from __future__ import annotations
@@ -67,11 +67,7 @@ def cases(device: torch.device, quick: bool) -> Iterator[Case]:
         if "cutlass" in ours and quick and i >= QUICK_CUTLASS_CASES:
             ours.remove("cutlass")
         for backend in ours:
-            if backend == "cutlass":  # eager: its launches are not captured
-                impls["infercore-cutlass"] = lambda a=a, b=b: gemm(a, b, backend="cutlass")
-            else:
-                impls[f"infercore-{backend}"] = rotate(gemm, a_copies, b_copies,
-                                                       backend=backend)
+            impls[f"infercore-{backend}"] = rotate(gemm, a_copies, b_copies, backend=backend)
 
         def check(a=a, b=b, ours=tuple(ours)) -> None:
             ref = gemm_reference(a, b, out_dtype=torch.float32)
