@@ -178,7 +178,7 @@ def main() -> None:
             baseline[case.label] = replay_us(case.cublas_calls(), REPLAYS)
             record(case, "cublas", None, baseline[case.label])
             case.check(None)
-            default = pick_config(m, DTYPE.itemsize * 8, torch.device(DEVICE))
+            default = pick_config(m, DTYPE.itemsize * 8, torch.device(DEVICE), case.n)
             record(case, "default", default, replay_us(case.kernel_calls(None), REPLAYS))
     setup_s = time.perf_counter() - started
     runs: dict[int, tuple[int, int]] = {}

@@ -14,6 +14,7 @@ from infercore.ops.gemm import GemmInputs
 from infercore.ops.gemm.reference import gemm_reference
 from infercore.ops.gemm.triton_configs import (
     CONFIGS,
+    NARROW_LARGE,
     SM90_SHARED_MEMORY,
     GemmConfig,
     fit_shared_memory,
@@ -168,7 +169,8 @@ def test_triton_falls_back_to_pointers_for_unaligned_rows(device):
 def test_config_table_fits_hopper_shared_memory():
     """Every Hopper entry fits 227 KB of shared memory with a 16-bit output tile as it is,
     and with a float32 one once fitted (fewer stages)."""
-    for (cls, bits, _), cfg in CONFIGS.items():
+    narrow = {(cls, bits, "narrow large"): cfg for (cls, bits), cfg in NARROW_LARGE.items()}
+    for (cls, bits, _), cfg in {**CONFIGS, **narrow}.items():
         assert cfg.block_k * bits // 8 >= 16, cfg  # TMA boxes and dots need 16-byte rows
         if cls != "sm90":
             continue
@@ -177,6 +179,26 @@ def test_config_table_fits_hopper_shared_memory():
         assert shared_memory_bytes(fitted, bits // 8, 4) <= SM90_SHARED_MEMORY, fitted
         assert fitted.num_stages >= 2 and fitted.block_m == cfg.block_m
     assert pick_config(1, 16, torch.device("cpu")).persistent
+
+
+def test_large_m_takes_narrow_tiles_when_wide_ones_fill_half_the_sms(monkeypatch):
+    """Hopper bf16 at large M: the 128x256 entry, unless its tiles would fill at most half
+    of the SMs (then the narrow entry); without N the M class alone decides."""
+    from infercore.ops.gemm import triton_configs
+
+    monkeypatch.setattr(triton_configs, "device_class", lambda device: "sm90")
+    monkeypatch.setattr(triton_configs, "num_sms", lambda device: 132)
+    dev = torch.device("cuda")
+    large = CONFIGS[("sm90", 16, "large")]
+    narrow = NARROW_LARGE[("sm90", 16)]
+    assert (large.block_m, large.block_n) == (128, 256) and narrow != large
+    assert pick_config(512, 16, dev, 4096) == narrow  # 4 x 16 = 64 tiles <= 66
+    assert pick_config(512, 16, dev, 6144) == large  # 96 tiles
+    assert pick_config(512, 16, dev, 28672) == large
+    assert pick_config(4096, 16, dev, 4096) == large  # 512 tiles
+    assert pick_config(512, 16, dev) == large
+    assert pick_config(64, 16, dev, 4096) == CONFIGS[("sm90", 16, "medium")]
+    assert pick_config(512, 8, dev, 4096) == CONFIGS[("sm90", 8, "large")]  # no fp8 entry
 
 
 def test_kernels_compile_for_hopper_with_wgmma_and_tma():

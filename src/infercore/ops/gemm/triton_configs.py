@@ -32,6 +32,7 @@ from infercore.registry import compute_capability
 __all__ = [
     "CONFIGS",
     "MAX_SPLIT_K",
+    "NARROW_LARGE",
     "SM90_SHARED_MEMORY",
     "SPLIT_K_PARTIAL_RATIO",
     "SPLIT_K_WAVES",
@@ -121,6 +122,16 @@ CONFIGS: dict[tuple[str, int, str], GemmConfig] = {
     ("cuda", 32, "large"): GemmConfig(128, 64, 32, num_warps=4, num_stages=3),
 }
 
+#: (device class, operand bits) -> the configuration for large-M problems whose tiles under
+#: the table's large entry would fill at most half of the SMs' one wave
+#: (:func:`pick_config`). bf16 on an H200 at M=512 (CUDA graphs over 8 weight copies,
+#: cuBLAS in the same run): Llama-3-8B o [4096, 4096] 0.57x -> 0.89x cuBLAS and down
+#: [4096, 14336] 0.57x -> 0.93x with 128x128 tiles (64 -> 128 tiles for 132 SMs); qkv and
+#: gate_up (96 and 448 tiles of 128x256) were best with the large entry's tile.
+NARROW_LARGE: dict[tuple[str, int], GemmConfig] = {
+    ("sm90", 16): GemmConfig(128, 128, 64, num_warps=8, num_stages=4, tma=True),
+}
+
 #: The interpreter runs tiles as NumPy arrays and pays per operation, not per element:
 #: fewer, larger tiles keep tests fast. Two "SMs" make the persistent loop visit
 #: several tiles.
@@ -196,9 +207,17 @@ def plan_split_k(config: GemmConfig, m: int, n: int, k: int, in_bytes: int,
     return splitk.plan_splits(tiles, k_tiles, SPLIT_K_WAVES * num_sms(device), limit)
 
 
-def pick_config(m: int, bits: int, device: torch.device) -> GemmConfig:
-    """The table's configuration for an ``[m, K] @ [K, N]`` product of ``bits``-bit operands."""
+def pick_config(m: int, bits: int, device: torch.device, n: int | None = None) -> GemmConfig:
+    """The table's configuration for an ``[m, K] @ [K, N]`` product of ``bits``-bit operands:
+    the entry of ``m``'s class, or for a large ``m`` whose tiles under that entry would
+    fill at most half of the SMs (``n`` given) the :data:`NARROW_LARGE` entry."""
     cls = device_class(device)
     if cls == "interpreter":
         return _INTERPRETER
-    return CONFIGS[(cls, bits, m_class(m))]
+    config = CONFIGS[(cls, bits, m_class(m))]
+    narrow = NARROW_LARGE.get((cls, bits))
+    if narrow is not None and n is not None and m_class(m) == "large":
+        tiles = -(-m // config.block_m) * -(-n // config.block_n)
+        if 2 * tiles <= num_sms(device):
+            return narrow
+    return config

@@ -87,7 +87,7 @@ class TritonGemm(TritonBackend):
 
     def tune_space(self, inputs: Any) -> list[dict[str, Any]]:
         a, out = inputs.a, inputs.out
-        default = pick_config(a.shape[0], a.element_size() * 8, a.device)
+        default = pick_config(a.shape[0], a.element_size() * 8, a.device, out.shape[1])
         return [dataclasses.asdict(c)
                 for c in tune_space(a.shape[0], a.element_size(), out.element_size(), a.device)
                 if c != default]

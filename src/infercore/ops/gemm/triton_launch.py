@@ -120,7 +120,7 @@ def launch_matmul(
     if m == 0 or n == 0:
         return "none"
     bits = a.element_size() * 8
-    config = config or pick_config(m, bits, a.device)
+    config = config or pick_config(m, bits, a.device, n)
     k_grouped = any(s is not None and s.k_grouped for s in (a_scale, b_scale))
     if k_grouped and GROUP % config.block_k:
         config = config.with_block_k(GROUP)
