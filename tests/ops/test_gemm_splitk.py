@@ -86,14 +86,17 @@ def test_split_k_matches_reference(shape, dtype, kernel, split_k, device):
 
 
 def test_split_k_planned_from_the_sms(device):
-    """``split_k=None``: 2 tiles of 16x16 reach SPLIT_K_WAVES x SMs programs in the
-    interpreter (6: 3 splits of 3, 3 and 1 K tiles), and the result is right."""
+    """``split_k=None``: 2 output tiles of 16x16 and 7 K tiles, split towards
+    SPLIT_K_WAVES x SMs programs within the partials' traffic limit (6 splits here): in
+    the interpreter (2 SMs) 3 splits of 3, 3 and 1 K tiles; on a GPU with 132 SMs the
+    limit, 6 wanted splits of 2 K tiles, so 4 splits. The result is right either way."""
     _skip_without_triton(device)
     m, n, k = 2, 20, 100  # few rows: the partials traffic allows up to 6 splits
     config = GemmConfig(16, 16, 16, split_k=None)
     splits, per_split = plan_split_k(config, m, n, k, 4, device)
-    target = SPLIT_K_WAVES * num_sms(device)
-    assert 2 * splits >= min(target, 2 * 7) and (splits - 1) * per_split < 7
+    wanted = min(-(-SPLIT_K_WAVES * num_sms(device) // 2), 6)
+    assert per_split == -(-7 // wanted)  # the fewest K tiles per split that give `wanted`
+    assert (splits - 1) * per_split < 7 <= splits * per_split  # all of K, no empty split
     a = _rand(m, k, dtype=torch.float32, device=device, seed=1)
     b = _rand(k, n, dtype=torch.float32, device=device, seed=2)
     out, _, _ = _split_matmul(a, b, None, config)
