@@ -14,7 +14,7 @@ from infercore.ops.gemm import GemmInputs
 from infercore.ops.gemm.reference import gemm_reference
 from infercore.ops.gemm.triton_configs import (
     CONFIGS,
-    NARROW_LARGE,
+    FEW_TILES,
     SM90_SHARED_MEMORY,
     GemmConfig,
     fit_shared_memory,
@@ -169,8 +169,8 @@ def test_triton_falls_back_to_pointers_for_unaligned_rows(device):
 def test_config_table_fits_hopper_shared_memory():
     """Every Hopper entry fits 227 KB of shared memory with a 16-bit output tile as it is,
     and with a float32 one once fitted (fewer stages)."""
-    narrow = {(cls, bits, "narrow large"): cfg for (cls, bits), cfg in NARROW_LARGE.items()}
-    for (cls, bits, _), cfg in {**CONFIGS, **narrow}.items():
+    few = {(cls, bits, f"{m} few tiles"): cfg for (cls, bits, m), cfg in FEW_TILES.items()}
+    for (cls, bits, _), cfg in {**CONFIGS, **few}.items():
         assert cfg.block_k * bits // 8 >= 16, cfg  # TMA boxes and dots need 16-byte rows
         if cls != "sm90":
             continue
@@ -181,24 +181,27 @@ def test_config_table_fits_hopper_shared_memory():
     assert pick_config(1, 16, torch.device("cpu")).persistent
 
 
-def test_large_m_takes_narrow_tiles_when_wide_ones_fill_half_the_sms(monkeypatch):
-    """Hopper bf16 at large M: the 128x256 entry, unless its tiles would fill at most half
-    of the SMs (then the narrow entry); without N the M class alone decides."""
+def test_few_tiles_take_their_own_entry(monkeypatch):
+    """Hopper bf16: the M class's entry, unless its output tiles would fill at most half
+    of the SMs (then the FEW_TILES entry); without N the M class alone decides."""
     from infercore.ops.gemm import triton_configs
 
     monkeypatch.setattr(triton_configs, "device_class", lambda device: "sm90")
     monkeypatch.setattr(triton_configs, "num_sms", lambda device: 132)
     dev = torch.device("cuda")
-    large = CONFIGS[("sm90", 16, "large")]
-    narrow = NARROW_LARGE[("sm90", 16)]
-    assert (large.block_m, large.block_n) == (128, 256) and narrow != large
-    assert pick_config(512, 16, dev, 4096) == narrow  # 4 x 16 = 64 tiles <= 66
+    large, few_large = CONFIGS[("sm90", 16, "large")], FEW_TILES[("sm90", 16, "large")]
+    medium, few_medium = CONFIGS[("sm90", 16, "medium")], FEW_TILES[("sm90", 16, "medium")]
+    assert (large.block_m, large.block_n) == (128, 256) and few_large != large
+    assert (medium.block_m, medium.block_n) == (64, 64) and few_medium != medium
+    assert pick_config(512, 16, dev, 4096) == few_large  # 4 x 16 = 64 tiles <= 66
     assert pick_config(512, 16, dev, 6144) == large  # 96 tiles
     assert pick_config(512, 16, dev, 28672) == large
     assert pick_config(4096, 16, dev, 4096) == large  # 512 tiles
     assert pick_config(512, 16, dev) == large
-    assert pick_config(64, 16, dev, 4096) == CONFIGS[("sm90", 16, "medium")]
-    assert pick_config(512, 8, dev, 4096) == CONFIGS[("sm90", 8, "large")]  # no fp8 entry
+    assert pick_config(64, 16, dev, 4096) == few_medium  # 64 tiles of 64x64
+    assert pick_config(64, 16, dev, 6144) == medium  # 96 tiles
+    assert pick_config(16, 16, dev, 4096) == CONFIGS[("sm90", 16, "small")]  # no entry
+    assert pick_config(512, 8, dev, 4096) == CONFIGS[("sm90", 8, "large")]
 
 
 def test_kernels_compile_for_hopper_with_wgmma_and_tma():

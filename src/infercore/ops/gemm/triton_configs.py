@@ -31,8 +31,8 @@ from infercore.registry import compute_capability
 
 __all__ = [
     "CONFIGS",
+    "FEW_TILES",
     "MAX_SPLIT_K",
-    "NARROW_LARGE",
     "SM90_SHARED_MEMORY",
     "SPLIT_K_PARTIAL_RATIO",
     "SPLIT_K_WAVES",
@@ -86,13 +86,14 @@ class GemmConfig:
 CONFIGS: dict[tuple[str, int, str], GemmConfig] = {
     # Hopper: wgmma tiles fed by TMA; large problems persistent over 128x256 tiles
     # (3 stages of 48 KB plus the 64 KB output tile fit in 227 KB of shared memory).
-    # bf16 small / medium: best geometric mean over the Llama-3-8B layers (qkv, o, gate_up,
-    # down) of a sweep on an H200 (CUDA graphs over 8 weight copies, cuBLAS in the same run):
-    # M=16 1.02x cuBLAS (worst layer 0.95x; the planned split-K default it replaces: 0.85x),
-    # M=64 0.91x (worst 0.86x; planned split-K: 0.80x). Medium is measured at M=64 only.
+    # bf16 small / medium: sweeps over the Llama-3-8B layers (qkv, o, gate_up, down) on an
+    # H200 (CUDA graphs over 8 weight copies, cuBLAS in the same run). M=16: best geometric
+    # mean, 1.02x cuBLAS (worst layer 0.95x; the planned split-K default it replaces:
+    # 0.85x). M=64: unsplit 64x64 tiles for qkv (0.94x) and gate_up (1.02x), split in two
+    # where they are few (FEW_TILES: o 0.89x, down 1.06x); the single entry it replaces,
+    # 64x128x128 split 2, was 0.89x in geometric mean. Medium is measured at M=64 only.
     ("sm90", 16, "small"): GemmConfig(16, 32, 256, num_warps=4, num_stages=4, tma=True),
-    ("sm90", 16, "medium"): GemmConfig(64, 128, 128, num_warps=4, num_stages=4, tma=True,
-                                       split_k=2),
+    ("sm90", 16, "medium"): GemmConfig(64, 64, 128, num_warps=4, num_stages=4, tma=True),
     # bf16 large: 0.97-1.01x cuBLAS on an H200 (8192^3 736 vs 750 TFLOP/s; 4096^3 and the
     # Llama-8B layers at M=2048), none of eight other candidates clearly better.
     ("sm90", 16, "large"): GemmConfig(
@@ -122,14 +123,19 @@ CONFIGS: dict[tuple[str, int, str], GemmConfig] = {
     ("cuda", 32, "large"): GemmConfig(128, 64, 32, num_warps=4, num_stages=3),
 }
 
-#: (device class, operand bits) -> the configuration for large-M problems whose tiles under
-#: the table's large entry would fill at most half of the SMs' one wave
-#: (:func:`pick_config`). bf16 on an H200 at M=512 (CUDA graphs over 8 weight copies,
-#: cuBLAS in the same run): Llama-3-8B o [4096, 4096] 0.57x -> 0.89x cuBLAS and down
-#: [4096, 14336] 0.57x -> 0.93x with 128x128 tiles (64 -> 128 tiles for 132 SMs); qkv and
-#: gate_up (96 and 448 tiles of 128x256) were best with the large entry's tile.
-NARROW_LARGE: dict[tuple[str, int], GemmConfig] = {
-    ("sm90", 16): GemmConfig(128, 128, 64, num_warps=8, num_stages=4, tma=True),
+#: (device class, operand bits, M class) -> the configuration used instead of the class's
+#: :data:`CONFIGS` entry when that entry's output tiles would fill at most half of the SMs
+#: (:func:`pick_config`). bf16 on an H200 (CUDA graphs over 8 weight copies, cuBLAS in
+#: the same run), Llama-3-8B layers:
+#: - M=512: o [4096, 4096] 0.57x -> 0.89x cuBLAS and down [4096, 14336] 0.57x -> 0.93x
+#:   with 128x128 tiles (64 -> 128 tiles for 132 SMs); qkv and gate_up (96 and 448 tiles
+#:   of 128x256) were best with the large entry's tile.
+#: - M=64: o and down (64 tiles of 64x64) 0.89x / 1.06x with K split in two; qkv (96
+#:   tiles) 0.94x and gate_up 1.02x unsplit, the medium entry.
+FEW_TILES: dict[tuple[str, int, str], GemmConfig] = {
+    ("sm90", 16, "medium"): GemmConfig(64, 64, 128, num_warps=4, num_stages=4, tma=True,
+                                       split_k=2),
+    ("sm90", 16, "large"): GemmConfig(128, 128, 64, num_warps=8, num_stages=4, tma=True),
 }
 
 #: The interpreter runs tiles as NumPy arrays and pays per operation, not per element:
@@ -209,15 +215,15 @@ def plan_split_k(config: GemmConfig, m: int, n: int, k: int, in_bytes: int,
 
 def pick_config(m: int, bits: int, device: torch.device, n: int | None = None) -> GemmConfig:
     """The table's configuration for an ``[m, K] @ [K, N]`` product of ``bits``-bit operands:
-    the entry of ``m``'s class, or for a large ``m`` whose tiles under that entry would
-    fill at most half of the SMs (``n`` given) the :data:`NARROW_LARGE` entry."""
+    the entry of ``m``'s class, or its :data:`FEW_TILES` entry when ``n`` is given and the
+    class entry's output tiles would fill at most half of the SMs."""
     cls = device_class(device)
     if cls == "interpreter":
         return _INTERPRETER
-    config = CONFIGS[(cls, bits, m_class(m))]
-    narrow = NARROW_LARGE.get((cls, bits))
-    if narrow is not None and n is not None and m_class(m) == "large":
+    key = (cls, bits, m_class(m))
+    config = CONFIGS[key]
+    if n is not None and key in FEW_TILES:
         tiles = -(-m // config.block_m) * -(-n // config.block_n)
         if 2 * tiles <= num_sms(device):
-            return narrow
+            return FEW_TILES[key]
     return config
