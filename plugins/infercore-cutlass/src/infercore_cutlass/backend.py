@@ -14,9 +14,10 @@ from infercore_cutlass.kernels import ALIGNMENT
 class CutlassGemm(Backend):
     family = "gemm"
     name = "cutlass"
-    # Below triton (100) and torch (150): kernels compile on first use (~36-70 s each) and
-    # an eager launch still costs ~40 us of host time (Python and the kernel's host code),
-    # more than a decode-sized cuBLAS GEMM takes on an H200.
+    # Below triton (100) and torch (150): kernels compile on first use (~36-70 s each); an
+    # eager call costs 25-28 us of host time on an H200 machine (13-14 us of it the launch),
+    # more than a decode-sized cuBLAS GEMM takes there, and decode-sized CUTLASS kernels
+    # take ~28 us or more on the GPU (0.4-0.6x cuBLAS at M=16).
     priority = 50
     devices = ("cuda",)
     dtypes = (torch.float16, torch.bfloat16)
