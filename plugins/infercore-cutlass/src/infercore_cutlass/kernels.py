@@ -274,17 +274,16 @@ class _Launcher:
                 self.rt.kernel,
                 driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED,
                 1)
-            _check(err, "cuFuncSetAttribute")
+            _check(driver, err, "cuFuncSetAttribute")
         config.attrs = attrs
         config.numAttrs = len(attrs)
         self.config = config
+        self.driver = driver  # (imported here, not on every launch)
         self.lock = threading.Lock()
         # operand addresses the parameters were last built for (None: rebuild)
         self.addresses: tuple[int, int, int] | None = None
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> None:
-        from cuda.bindings import driver
-
         # a zeroed workspace per call, from PyTorch's stream-ordered allocator
         workspace = (torch.zeros(self.workspace_bytes, dtype=torch.uint8, device=a.device)
                      if self.workspace_bytes else None)
@@ -305,14 +304,13 @@ class _Launcher:
                 _free(address)
                 self.addresses = None if workspace is not None else addresses
             self.config.hStream = current_stream(a.device)
-            (err,) = driver.cuLaunchKernelEx(self.config, f=self.rt.kernel,
-                                             kernelParams=self.packed, extra=0)
-        _check(err, "cuLaunchKernelEx")
+            (err,) = self.driver.cuLaunchKernelEx(self.config, f=self.rt.kernel,
+                                                  kernelParams=self.packed, extra=0)
+        _check(self.driver, err, "cuLaunchKernelEx")
 
 
-def _check(err: Any, what: str) -> None:
-    from cuda.bindings import driver
-
+def _check(driver: Any, err: Any, what: str) -> None:
+    """Raise unless the driver call returned ``CUDA_SUCCESS``."""
     if err != driver.CUresult.CUDA_SUCCESS:
         raise RuntimeError(f"CUTLASS launch: {what} failed with {err}")
 
