@@ -13,6 +13,7 @@ from infercore.ops.quant.reference import quantized_linear_reference
 from infercore.ops.quant.triton_wo_gemv import word_bits
 from infercore.ops.quant.triton_wo_splitk import (
     DEFAULT_CONFIGS,
+    MAGIC8_CONFIGS,
     MAX_DOT_BLOCK_K,
     DecodeConfig,
     default_config,
@@ -193,14 +194,14 @@ def test_magic_path_matches_reference(fmt, m, splits):
 
 @pytest.mark.parametrize(
     ("method", "dtype"),
-    [("int4", torch.float32), ("int8", torch.float16), ("fp8", torch.float16)],
+    [("int4", torch.float32), ("int8", torch.float32), ("fp8", torch.float16)],
     ids=str,
 )
 def test_magic_path_refuses_other_formats_and_float32_activations(method, dtype):
     # an explicit path is never swapped for another one: the call raises, writing nothing
     x, qw, _ = _case(method, True, 64, 21, 256, 3, dtype, seed=2)
     out = poison(torch.empty((3, 21), dtype=dtype))
-    with pytest.raises(ValueError, match="path='magic' needs int4 weights and bfloat16 or"):
+    with pytest.raises(ValueError, match="path='magic' needs int4 or int8 weights and bfloat"):
         splitk_linear(x, qw, None, out, config=DecodeConfig(16, 128, path="magic"))
     assert out.isnan().all()
 
@@ -218,19 +219,28 @@ def test_split_counts_agree_deterministic_and_leave_counters_at_zero(splits):
 
 
 def test_default_configs_run():
-    # each default: GEMV for M <= GEMV_MAX_M, dot above, for 4- and 8-bit weights
+    # each default: GEMV for M <= GEMV_MAX_M, dot above, for 4- and 8-bit weights; with
+    # 16-bit activations the magic path above GEMV_MAX_M
     for method, m in [("int4", 2), ("int4", 6), ("int8", 2), ("int8", 6)]:
         x, qw, bias = _case(method, True, 64, 21, 256, m, torch.float16, seed=m)
         cfg = default_config(m, qw)
         assert cfg in DEFAULT_CONFIGS.values()
-        if method == "int4":
-            assert default_config(m, qw, torch.float16).path == "magic"
+        assert default_config(m, qw, torch.float16).path == "magic"
         out = _run(x, qw, bias, None)
         assert_close(out, quantized_linear_reference(x.double(), qw, bias.double()),
                      dtype=torch.float16)
-    # groups of 16 leave the magic path no tile: the default falls back to the dot path
+    # groups of 16 leave the int4 magic path no tile, groups of 8 the int8 one, and int8
+    # rows of 150 bytes are not whole words: the default falls back to the dot path
     small_groups = quantize_weight(torch.randn(8, 64), "int4", group_size=16)
     assert default_config(4, small_groups, torch.float16).path != "magic"
+    assert default_config(4, quantize_weight(torch.randn(8, 64), "int8", group_size=8),
+                          torch.float16).path != "magic"
+    assert default_config(4, quantize_weight(torch.randn(8, 150), "int8", group_size=None),
+                          torch.float16).path != "magic"
+    int8 = quantize_weight(torch.randn(8, 64), "int8", group_size=16)
+    assert [default_config(m, int8, torch.bfloat16) for m in (16, 17, 64)] == [
+        MAGIC8_CONFIGS[0][1], MAGIC8_CONFIGS[1][1], MAGIC8_CONFIGS[1][1]]
+    assert default_config(65, int8, torch.bfloat16).path != "magic"
 
 
 def test_tile_shape():
@@ -290,8 +300,8 @@ def test_config_is_a_plain_frozen_dataclass():
 def test_bfloat16_configs_on_cuda(block, method, symmetric, group_size, path, m):
     if path == "gemv" and m > 16:
         pytest.skip("the GEMV path unrolls over rows: meant for few rows")
-    if path == "magic" and method != "int4":
-        pytest.skip("the magic path serves int4 weights only")
+    if path == "magic" and method == "fp8":
+        pytest.skip("the magic path serves int4 and int8 weights")
     torch.manual_seed(m)
     n, k = 1000, 2048
     w = (torch.randn(n, k, device="cuda") * 0.02).to(torch.bfloat16)

@@ -1,7 +1,8 @@
-"""The magic path over 32-bit words (triton_wo_magic_words): int4 codes unpacked two per
-instruction into the dot's register order, activations permuted to match. Against the
-float64 reference on odd N, K not a multiple of the step, groups of 32 / 64 / 128 and one
-per channel, with and without zero points, split K, and NaN-poisoned outputs."""
+"""The magic path over 32-bit words (triton_wo_magic_words): int4 and int8 codes unpacked
+two per instruction into the dot's register order, activations permuted to match. Against
+the float64 reference on odd N, K not a multiple of the step, groups of 16 (int8) / 32 /
+64 / 128 and one per channel, with and without zero points, split K, and NaN-poisoned
+outputs."""
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from infercore.ops.quant import quantize_weight
 from infercore.ops.quant import triton_wo_splitk as splitk_mod
 from infercore.ops.quant.reference import quantized_linear_reference
 from infercore.ops.quant.triton_wo_gemv import word_bits
-from infercore.ops.quant.triton_wo_magic_words import _pairs_asm, step_words
+from infercore.ops.quant.triton_wo_magic_words import _byte_pairs_asm, _pairs_asm, step_words
 from infercore.ops.quant.triton_wo_splitk import (
     DecodeConfig,
     default_config,
@@ -26,25 +27,33 @@ pytestmark = pytest.mark.skipif(
     reason="the Triton backend is unavailable here",
 )
 
-# (symmetric, group_size, N, K, block_k): odd N throughout; 4-word steps (groups of 32),
-# 8-word steps over 3 splits (groups of 64), groups of 128 in 16-word steps, and one scale
-# per channel with K = 296 (37 words: the last 32-word step is mostly past K).
+# (method, symmetric, group_size, N, K, block_k): odd N throughout. int4: 4-word steps
+# (groups of 32), 8-word steps over 3 splits (groups of 64), groups of 128 in 16-word
+# steps, and one scale per channel with K = 296 (37 words: the last 32-word step is mostly
+# past K). int8: 4-word steps (groups of 16), 8-word steps (groups of 32), 16-word steps
+# (groups of 64), one scale per channel with K = 148 (37 words).
 FORMATS = [
-    (True, 32, 37, 288, 128),
-    (False, 64, 29, 320, 256),
-    (True, 128, 21, 384, 128),
-    (False, 128, 23, 512, 128),
-    (True, None, 19, 296, 256),
-    (False, None, 27, 296, 256),
+    ("int4", True, 32, 37, 288, 128),
+    ("int4", False, 64, 29, 320, 256),
+    ("int4", True, 128, 21, 384, 128),
+    ("int4", False, 128, 23, 512, 128),
+    ("int4", True, None, 19, 296, 256),
+    ("int4", False, None, 27, 296, 256),
+    ("int8", True, 16, 37, 144, 64),
+    ("int8", False, 32, 29, 160, 128),
+    ("int8", True, 64, 21, 192, 64),
+    ("int8", False, 64, 23, 256, 128),
+    ("int8", True, None, 19, 148, 128),
+    ("int8", False, None, 27, 148, 128),
 ]
 
 
-def _case(symmetric, group_size, n, k, m, dtype, device, seed):
+def _case(method, symmetric, group_size, n, k, m, dtype, device, seed):
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(n, k, generator=g) * 0.1
     x = torch.randn(m, k, generator=g).to(dtype)
     bias = torch.randn(n, generator=g).to(dtype)
-    qw = quantize_weight(w, "int4", group_size=group_size or k, symmetric=symmetric)
+    qw = quantize_weight(w, method, group_size=group_size or k, symmetric=symmetric)
     return x.to(device), qw.to(device), bias.to(device)
 
 
@@ -74,12 +83,13 @@ def _check(x, qw, bias, cfg, launches):
 @pytest.mark.parametrize("m", [1, 5, 17])
 @pytest.mark.parametrize("fmt", FORMATS, ids=str)
 def test_matches_reference(fmt, m, splits, launches):
-    symmetric, group_size, n, k, block_k = fmt
-    x, qw, bias = _case(symmetric, group_size, n, k, m, torch.float16, "cpu", seed=m + splits)
-    assert word_bits(qw) == 4
+    method, symmetric, group_size, n, k, block_k = fmt
+    x, qw, bias = _case(method, symmetric, group_size, n, k, m, torch.float16, "cpu",
+                        seed=m + splits)
+    assert word_bits(qw) == qw.bits
     cfg = DecodeConfig(16, block_k, num_stages=2, splits=splits, path="magic")
     _check(x, qw, bias if m % 2 else None, cfg, launches)
-    assert launches == [step_words(qw, block_k // 8)]
+    assert launches == [step_words(qw, block_k * qw.bits // 32)]
 
 
 def test_step_words():
@@ -88,17 +98,26 @@ def test_step_words():
 
     assert step_words(qw(128)) == 16  # one group per step
     assert step_words(qw(256)) == 32
-    assert step_words(qw(512)) == 32  # capped: a step is part of a group
+    assert step_words(qw(1024)) == 64  # capped: a step is part of a group
     assert step_words(qw(96, k=960)) == 4  # 12 words: the largest power of two dividing
-    assert step_words(qw(None)) == 32
+    assert step_words(qw(None)) == 64
     assert step_words(qw(128), cap=8) == 8
     assert step_words(qw(16)) is None  # 2 words: a step needs 32 values
     assert step_words(qw(48, k=960)) is None
 
+    def qw8(group_size, k=1024):
+        return quantize_weight(torch.randn(4, k), "int8", group_size=group_size)
+
+    assert step_words(qw8(128)) == 32  # 4 values a word
+    assert step_words(qw8(16)) == 4
+    assert step_words(qw8(48, k=960)) == 4
+    assert step_words(qw8(8)) is None  # 2 words
+    assert step_words(qw8(None), cap=16) == 16
+
 
 def test_rows_that_are_not_whole_words_take_the_byte_path(launches):
     # K = 298: 149 bytes per row; the byte version of the magic path serves it
-    x, qw, bias = _case(False, None, 19, 298, 3, torch.float16, "cpu", seed=4)
+    x, qw, bias = _case("int4", False, None, 19, 298, 3, torch.float16, "cpu", seed=4)
     out = poison(torch.empty((3, 19), dtype=torch.float16))
     assert splitk_linear(x, qw, bias, out, config=DecodeConfig(16, 64, path="magic"))
     assert not launches
@@ -136,6 +155,22 @@ def test_pairs_ptx_subtracts_the_offset_only_for_symmetric_codes():
     assert raw.count("lop3.b32") == 4 and "sub." not in raw
 
 
+def test_byte_pairs_ptx_inverts_the_top_bit_only_for_unsigned_codes():
+    signed = _byte_pairs_asm(0x43004300, signed=True, bf16=True)
+    assert signed.count("lop3.b32") == 4 and signed.count("sub.rn.bf16x2") == 2
+    assert signed.count("0xea;") == 4 and "0xae" not in signed
+    unsigned = _byte_pairs_asm(0x64006400, signed=False, bf16=False)
+    assert unsigned.count("0xae;") == 2 and unsigned.count("sub.rn.f16x2") == 2
+
+
+def test_int8_rows_that_are_not_whole_words_decline_without_writing(launches):
+    # K = 150: rows of 150 bytes are not whole words; int8 has no byte version
+    x, qw, _ = _case("int8", True, None, 19, 150, 3, torch.float16, "cpu", seed=5)
+    out = poison(torch.empty((3, 19), dtype=torch.float16))
+    assert not splitk_linear(x, qw, None, out, config=DecodeConfig(16, 64, path="magic"))
+    assert not launches and out.isnan().all()
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("m", [1, 4, 16, 33])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
@@ -143,9 +178,9 @@ def test_pairs_ptx_subtracts_the_offset_only_for_symmetric_codes():
 @pytest.mark.parametrize(("block_n", "num_warps"), [(16, 4), (64, 4), (128, 4), (128, 8)],
                          ids=str)
 def test_on_cuda(block_n, num_warps, fmt, dtype, m, launches):
-    symmetric, group_size, n, k, block_k = fmt
+    method, symmetric, group_size, n, k, block_k = fmt
     # wider weights than on CPU: several N tiles of 128
     n, k = n * 17, k * 4
-    x, qw, bias = _case(symmetric, group_size, n, k, m, dtype, "cuda", seed=m)
+    x, qw, bias = _case(method, symmetric, group_size, n, k, m, dtype, "cuda", seed=m)
     cfg = DecodeConfig(block_n, block_k, num_warps=num_warps, num_stages=3, path="magic")
     _check(x, qw, bias, cfg, launches)
