@@ -1,7 +1,7 @@
 """Sweep launch configurations of the weight-only decode kernel against cuBLAS bf16.
 
 Weights ``[N, K]`` in {(14336, 4096), (4096, 14336)} (the Llama-3-8B MLP), quantized
-with ``--method`` (int4 or int8) and ``--group`` (0: one scale per output channel),
+with ``--method`` (int4, int8 or fp8) and ``--group`` (0: one scale per output channel),
 symmetric; bfloat16 activations of M rows (``--rows``). Every timing replays a CUDA graph
 of 20 calls rotating over 8 distinct weight copies (and activations and outputs), so no
 weight is in L2 when it is read (8 copies of a bf16 weight: 940 MB, against 50-60 MB of
@@ -54,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", required=True, help="JSON file to write the results to")
     p.add_argument("--budget-s", type=float, default=540.0,
                    help="stop starting new configs after this many seconds")
-    p.add_argument("--method", choices=("int4", "int8"), default="int4")
+    p.add_argument("--method", choices=("int4", "int8", "fp8"), default="int4")
     p.add_argument("--group", type=int, default=128, help="group size; 0 = per channel")
     p.add_argument("--rows", type=_ints, default=[1, 4, 16], help="activation rows M")
     p.add_argument("--path", choices=("gemv", "dot", "magic"), default="gemv")

@@ -10,8 +10,14 @@ import torch
 from infercore.ops.quant import quantize_weight
 from infercore.ops.quant import triton_wo_splitk as splitk_mod
 from infercore.ops.quant.reference import quantized_linear_reference
-from infercore.ops.quant.triton_wo_gemv import word_bits
-from infercore.ops.quant.triton_wo_magic_words import _byte_pairs_asm, _pairs_asm, step_words
+from infercore.ops.quant.triton_wo_magic_words import (
+    FP8_PAIRS,
+    _byte_pairs_asm,
+    _fp8_pairs_asm,
+    _pairs_asm,
+    step_words,
+    word_rows,
+)
 from infercore.ops.quant.triton_wo_splitk import (
     DecodeConfig,
     default_config,
@@ -31,7 +37,8 @@ pytestmark = pytest.mark.skipif(
 # (groups of 32), 8-word steps over 3 splits (groups of 64), groups of 128 in 16-word
 # steps, and one scale per channel with K = 296 (37 words: the last 32-word step is mostly
 # past K). int8: 4-word steps (groups of 16), 8-word steps (groups of 32), 16-word steps
-# (groups of 64), one scale per channel with K = 148 (37 words).
+# (groups of 64), one scale per channel with K = 148 (37 words); fp8 (symmetric only) the
+# same way.
 FORMATS = [
     ("int4", True, 32, 37, 288, 128),
     ("int4", False, 64, 29, 320, 256),
@@ -45,6 +52,8 @@ FORMATS = [
     ("int8", False, 64, 23, 256, 128),
     ("int8", True, None, 19, 148, 128),
     ("int8", False, None, 27, 148, 128),
+    ("fp8", True, 16, 37, 144, 64),
+    ("fp8", True, None, 19, 148, 128),
 ]
 
 
@@ -86,7 +95,7 @@ def test_matches_reference(fmt, m, splits, launches):
     method, symmetric, group_size, n, k, block_k = fmt
     x, qw, bias = _case(method, symmetric, group_size, n, k, m, torch.float16, "cpu",
                         seed=m + splits)
-    assert word_bits(qw) == qw.bits
+    assert word_rows(qw)
     cfg = DecodeConfig(16, block_k, num_stages=2, splits=splits, path="magic")
     _check(x, qw, bias if m % 2 else None, cfg, launches)
     assert launches == [step_words(qw, block_k * qw.bits // 32)]
@@ -161,6 +170,25 @@ def test_byte_pairs_ptx_inverts_the_top_bit_only_for_unsigned_codes():
     assert signed.count("0xea;") == 4 and "0xae" not in signed
     unsigned = _byte_pairs_asm(0x64006400, signed=False, bf16=False)
     assert unsigned.count("0xae;") == 2 and unsigned.count("sub.rn.f16x2") == 2
+
+
+def test_fp8_pairs_ptx_moves_sign_and_bits_by_activation_dtype():
+    bf16 = _fp8_pairs_asm(torch.bfloat16)
+    assert "shl.b32 t, $2, 4;" in bf16 and "shr.u32 t, $2, 4;" in bf16 and "0x07f007f0" in bf16
+    fp16 = _fp8_pairs_asm(torch.float16)
+    assert "shl.b32 t, $2, 7;" in fp16 and "shr.u32 t, $2, 1;" in fp16 and "0x3f803f80" in fp16
+
+
+def test_fp8_bit_moves_give_every_value_times_a_power_of_two():
+    # all 256 e4m3 bytes (NaN aside), subnormals included: the exponent fields differ by
+    # a constant bias, so the 16-bit pattern is the value times 2**-120 / 2**-8 exactly
+    b = torch.arange(256, dtype=torch.int32)
+    value = b.to(torch.uint8).view(torch.float8_e4m3fn).double()
+    finite = ~value.isnan()
+    for dtype, (left, _, low, x_factor, out_factor) in FP8_PAIRS.items():
+        bits = ((b << 8) & 0x8000) | ((b << left) & low & 0xFFFF)
+        half = bits.to(torch.int16).view(dtype).double()
+        assert torch.equal(half[finite] * x_factor * out_factor, value[finite])
 
 
 def test_int8_rows_that_are_not_whole_words_decline_without_writing(launches):

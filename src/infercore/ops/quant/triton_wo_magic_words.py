@@ -1,5 +1,5 @@
-"""The magic path over 32-bit words: int4 and int8 codes become 16-bit ``tl.dot``
-operands, two values per instruction, in the register order the tensor cores read.
+"""The magic path over 32-bit words: int4, int8 and fp8 codes become 16-bit ``tl.dot``
+operands by integer bit operations, in the register order the tensor cores read.
 
 A packed int4 row read as little-endian 32-bit words holds ``k = 8 i + j`` in nibble
 ``j`` (bits ``4 j``) of word ``i``. One AND-OR (a single ``lop3``) of the word shifted
@@ -40,6 +40,15 @@ same after one shift: seven instructions for four values, each result exact (int
 of at most 9 bits). A word is then the thread's two registers of a 16-value block
 (bytes 0 and 2, bytes 1 and 3), and the activations are permuted to match inside each
 block of 16 (:func:`_dot_order8`).
+
+fp8 (e4m3) words take the same order with no subtraction: moving a byte's sign to bit 15
+and its 7 exponent and mantissa bits to the top of the 16-bit float's exponent and
+mantissa (``(w << 8) & 0x80008000 | (w << 4) & 0x07F007F0`` for bytes 0 and 2 of a
+bfloat16 pair) gives the e4m3 value times ``2**-120`` exactly (bfloat16; ``2**-8`` for
+float16, 7-bit shift), subnormals included: the exponent fields differ by a constant
+bias. bfloat16 activations are multiplied by ``2**64`` (exact) so the products stay far
+from float32's subnormals, and ``2**56`` comes back with the scale (activations of
+magnitude ``2**64`` and above overflow; float16 activations need no factor).
 
 The words travel global -> shared memory -> registers (``STAGES`` deep, ``cp.async``)
 and are unpacked in the layout of the dot's left operand: no value is exchanged between
@@ -85,6 +94,28 @@ def _pairs_asm(magic2: int, offset2: int | None, bf16: bool) -> str:
     if offset2 is not None:
         head += f"mov.b32 z, {offset2:#010x}; "
     return head + " ".join(body) + " }"
+
+
+#: Activation dtype -> (left shift of bytes 0 and 2, right shift of bytes 1 and 3, mask of
+#: the moved exponent and mantissa bits, activation factor, output factor) of fp8 pairs.
+FP8_PAIRS = {
+    torch.bfloat16: (4, 4, 0x07F007F0, 2.0**64, 2.0**56),
+    torch.float16: (7, 1, 0x3F803F80, 1.0, 2.0**8),
+}
+_SIGNS = tl.constexpr(-0x7FFF8000)  # int32 bit pattern 0x80008000
+
+
+def _fp8_pairs_asm(dtype: torch.dtype) -> str:
+    """PTX of the two operand pairs of an fp8 word (``$0``: bytes 0 and 2, ``$1``: bytes
+    1 and 3), each byte's value times ``2**-120`` (bfloat16) or ``2**-8`` (float16):
+    its sign to bit 15 of the half, its other 7 bits shifted to the half's top exponent
+    and mantissa bits. LUT 0xEA is ``(a & b) | c``."""
+    left, right, low, _, _ = FP8_PAIRS[dtype]
+    return ("{ .reg .b32 s, t; "
+            f"shl.b32 s, $2, 8; shl.b32 t, $2, {left}; and.b32 t, t, {low:#010x}; "
+            "lop3.b32 $0, s, 0x80008000, t, 0xea; "
+            f"shr.u32 t, $2, {right}; and.b32 t, t, {low:#010x}; "
+            "lop3.b32 $1, $2, 0x80008000, t, 0xea; }")
 
 
 def _byte_pairs_asm(magic2: int, signed: bool, bf16: bool) -> str:
@@ -145,6 +176,21 @@ def _byte_operand(w, x_ty: tl.constexpr, MAGIC2: tl.constexpr, SIGNED: tl.conste
                            BLOCK_N, STEP_WORDS)
         a = (low.to(tl.float32) - high.to(tl.float32)).to(x_ty)
     return a
+
+
+@triton.jit
+def _fp8_operand(w, x_ty: tl.constexpr, LEFT: tl.constexpr, RIGHT: tl.constexpr,
+                 LOW: tl.constexpr, PAIRS_ASM: tl.constexpr, BLOCK_N: tl.constexpr,
+                 STEP_WORDS: tl.constexpr):
+    """The left operand of fp8 words ``w [BLOCK_N, STEP_WORDS]``: each value times a
+    power of two (:data:`FP8_PAIRS`), in the dot's K order (:func:`_dot_order8`)."""
+    if PAIRS_ASM != "":
+        p0, p1 = tl.inline_asm_elementwise(
+            PAIRS_ASM, "=r,=r,r", [w], dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
+    else:  # the same bit moves in Triton (the right shift's sign bits are masked off)
+        p0 = ((w << 8) & _SIGNS) | ((w << LEFT) & LOW)
+        p1 = (w & _SIGNS) | ((w >> RIGHT) & LOW)
+    return _dot_order8(p0, p1, x_ty, BLOCK_N, STEP_WORDS)
 
 
 @triton.jit
@@ -227,16 +273,21 @@ def _group_params(s_ptr, z_ptr, kw, offs_n, mask_n, N, stride_sn, GROUP_SIZE: tl
 def magic_words_kernel(
     x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, part_ptr, count_ptr,
     M, N, K, k_words, stride_xm, stride_wn, stride_sn, stride_om, words_per_split, splits,
-    BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_ZEROS: tl.constexpr,
-    ZERO_POINT: tl.constexpr, HAS_BIAS: tl.constexpr, MAGIC2: tl.constexpr,
-    MAGIC_VALUE: tl.constexpr, OPERAND_OFFSET: tl.constexpr, PAIRS_ASM: tl.constexpr,
+    BITS: tl.constexpr, FP8: tl.constexpr, GROUP_SIZE: tl.constexpr,
+    HAS_ZEROS: tl.constexpr, ZERO_POINT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    MAGIC2: tl.constexpr, MAGIC_VALUE: tl.constexpr, OPERAND_OFFSET: tl.constexpr,
+    FP8_LEFT: tl.constexpr, FP8_RIGHT: tl.constexpr, FP8_LOW: tl.constexpr,
+    X_FACTOR: tl.constexpr, OUT_FACTOR: tl.constexpr, PAIRS_ASM: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STEP_WORDS: tl.constexpr,
     PER_CHANNEL: tl.constexpr, EVEN_K: tl.constexpr, STAGES: tl.constexpr,
 ):
-    """``out [M, N] = x [M, K] @ dequant(W)^T (+ bias)`` for int4 or int8 ``W`` (``BITS``)
-    read as words; the grid is (N tiles, K splits), each program covering
-    ``words_per_split`` words of K (a multiple of ``STEP_WORDS``; a step lies inside one
-    group of scales). With zero points the operands are ``code + OPERAND_OFFSET``."""
+    """``out [M, N] = x [M, K] @ dequant(W)^T (+ bias)`` for int4, int8 or fp8 (``FP8``)
+    ``W`` of ``BITS`` bits read as words; the grid is (N tiles, K splits), each program
+    covering ``words_per_split`` words of K (a multiple of ``STEP_WORDS``; a step lies
+    inside one group of scales). With zero points the operands are
+    ``code + OPERAND_OFFSET``; fp8 operands are the values times ``1 / (X_FACTOR *
+    OUT_FACTOR)``, the activations are multiplied by ``X_FACTOR`` and the sums by
+    ``OUT_FACTOR``."""
     VALS: tl.constexpr = 32 // BITS
     STEP: tl.constexpr = STEP_WORDS * VALS
     # symmetric codes: the operands are c - zp exactly; zero points per group and row are
@@ -268,11 +319,16 @@ def magic_words_kernel(
             a = _dot_order(p0, p1, p2, p3, x_ty, BLOCK_N, STEP_WORDS)
             if EXACT and PAIRS_ASM == "":  # (the PTX takes MAGIC + zp off by itself)
                 a = (a.to(tl.float32) - (MAGIC_VALUE + ZERO_POINT)).to(x_ty)
+        elif FP8:
+            a = _fp8_operand(w, x_ty, FP8_LEFT, FP8_RIGHT, FP8_LOW, PAIRS_ASM, BLOCK_N,
+                             STEP_WORDS)
         else:
             a = _byte_operand(w, x_ty, MAGIC2, EXACT, PAIRS_ASM, BLOCK_N, STEP_WORDS)
         # words past K unpack to finite values, times activations loaded as zero
         x_mask = mask_m[:, None] & below(kw * VALS + offs_k, K, EVEN_K)[None, :]
         x = tl.load(x_rows + kw * VALS, mask=x_mask, other=0.0)
+        if X_FACTOR != 1.0:  # exact: a power of two
+            x = (x.to(tl.float32) * X_FACTOR).to(x_ty)
         if BITS == 4:
             xt = tl.trans(_activations_in_dot_order(x, BLOCK_M, STEP_WORDS))
         else:
@@ -300,14 +356,24 @@ def magic_words_kernel(
         if not EXACT:
             acc -= (zero + OPERAND_OFFSET)[:, None] * x_total[None, :]
         acc *= scale[:, None]
+    if OUT_FACTOR != 1.0:
+        acc *= OUT_FACTOR
     finish_splits(acc, bias_ptr, out_ptr, part_ptr, count_ptr, offs_n, offs_m, mask_n, mask_m,
                   M, N, stride_om, pid_n, pid_k, splits, HAS_BIAS)
+
+
+def word_rows(qw: QuantizedWeight) -> bool:
+    """Whether ``qw`` (int4, int8 or fp8) can be read as 32-bit words: whole words per
+    row, 4-byte aligned rows, a 16-byte aligned start."""
+    vals = 32 // qw.bits
+    row_bytes = qw.qweight.stride(0) * qw.qweight.element_size()
+    return qw.in_features % vals == 0 and row_bytes % 4 == 0 and qw.qweight.data_ptr() % 16 == 0
 
 
 def step_words(qw: QuantizedWeight, cap: int = MAX_STEP_WORDS) -> int | None:
     """Words per K step: a power of two from 4 to ``cap`` that divides the group's words
     (one group per channel: ``cap``), or None when a group is not a whole number of
-    4-word blocks (32 int4 or 16 int8 values)."""
+    4-word blocks (32 int4 or 16 8-bit values)."""
     if qw.num_groups == 1:
         return cap
     vals = 32 // qw.bits
@@ -323,8 +389,8 @@ def launch_magic_words(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor 
                        num_warps: int, num_stages: int) -> None:
     """Launch :func:`magic_words_kernel` over ``(N tiles, splits)`` programs.
 
-    ``x`` is bfloat16 or float16 ``[M, K]``, M <= 64; ``qw`` int4 or int8 with rows of
-    whole 32-bit words (:func:`~infercore.ops.quant.triton_wo_gemv.word_bits`); ``step``
+    ``x`` is bfloat16 or float16 ``[M, K]``, M <= 64; ``qw`` int4, int8 or fp8 with rows
+    of whole 32-bit words (:func:`word_rows`); ``step``
     words per K step from :func:`step_words`; ``words_per_split`` a multiple of it.
     ``partials`` (float32 ``[splits, M, N]``) and ``counters`` (zeroed int32, one per N
     tile) are used when ``splits > 1``.
@@ -335,8 +401,12 @@ def launch_magic_words(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor 
     magic2, magic_value = MAGIC_PAIRS[x.dtype]
     bf16 = x.dtype == torch.bfloat16
     symmetric = qw.zeros is None
+    fp8 = qw.method == "fp8"
+    left, right, low, x_factor, out_factor = FP8_PAIRS[x.dtype] if fp8 else (0, 0, 0, 1.0, 1.0)
     if triton_interpret():
         pairs_asm = ""
+    elif fp8:
+        pairs_asm = _fp8_pairs_asm(x.dtype)
     elif bits == 4:
         # MAGIC + zp as 16-bit pairs: (MAGIC | zp) twice, zp < 16 (symmetric codes only)
         offset2 = magic2 | qw.zero_point * 0x10001 if symmetric else None
@@ -351,10 +421,11 @@ def launch_magic_words(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor 
         bias if bias is not None else out, out, partials, counters,
         m, n, k, k // vals, x.stride(0), row_words, qw.scales.stride(1), out.stride(0),
         words_per_split, splits,
-        BITS=bits, GROUP_SIZE=qw.group_size, HAS_ZEROS=not symmetric,
+        BITS=bits, FP8=fp8, GROUP_SIZE=qw.group_size, HAS_ZEROS=not symmetric,
         ZERO_POINT=qw.zero_point if symmetric else 0, HAS_BIAS=bias is not None,
         MAGIC2=magic2, MAGIC_VALUE=magic_value,
-        OPERAND_OFFSET=magic_value if bits == 4 else -128.0, PAIRS_ASM=pairs_asm,
+        OPERAND_OFFSET=magic_value if bits == 4 else -128.0, FP8_LEFT=left, FP8_RIGHT=right,
+        FP8_LOW=low, X_FACTOR=x_factor, OUT_FACTOR=out_factor, PAIRS_ASM=pairs_asm,
         BLOCK_M=max(16, triton.next_power_of_2(m)), BLOCK_N=block_n, STEP_WORDS=step,
         PER_CHANNEL=qw.num_groups == 1, EVEN_K=k % (vals * step) == 0, STAGES=num_stages,
         num_warps=num_warps, num_stages=num_stages,

@@ -16,7 +16,7 @@ Three ways to multiply, chosen per call (:class:`DecodeConfig` ``path``):
   the byte GEMV below.
 - Dot: the tile is scaled per group and fed to ``tl.dot`` against ``x^T`` ("swap AB":
   the weight is the left operand, the short activation side the right one).
-- Magic (int4 and int8 weights, 16-bit activations only): the codes become 16-bit
+- Magic (int4, int8 and fp8 weights, 16-bit activations only): the codes become 16-bit
   operands by integer bit operations, one dot per group, the zero point and the scale
   applied to the dot's result. Rows of whole 32-bit words unpack two values per
   instruction straight into the tensor cores' register order
@@ -55,6 +55,7 @@ from infercore.ops.quant.triton_wo_magic_words import (
     MAX_STEP_WORDS,
     launch_magic_words,
     step_words,
+    word_rows,
 )
 from infercore.ops.quant.weights import QuantizedWeight
 from infercore.ops.splitk import fixed_splits, split_counters
@@ -97,9 +98,9 @@ class DecodeConfig:
         K splits; ``None`` plans them from the SM count (:func:`plan_splits`).
     path : str or None
         How to multiply (one of :data:`PATHS`): ``"gemv"`` without ``tl.dot``, ``"dot"``
-        dequantizing to the activation dtype, ``"magic"`` (int4 or int8 weights with
-        bfloat16 or float16 activations only) building 16-bit operands from the codes by
-        bit operations. ``None`` means ``"gemv"`` for ``M <= GEMV_MAX_M``, else ``"dot"``.
+        dequantizing to the activation dtype, ``"magic"`` (bfloat16 or float16
+        activations only) building 16-bit operands from the codes by bit operations.
+        ``None`` means ``"gemv"`` for ``M <= GEMV_MAX_M``, else ``"dot"``.
     prefetch : bool
         GEMV over 32-bit words (:mod:`~infercore.ops.quant.triton_wo_gemv`) only: load the
         next step's words while this step computes.
@@ -145,14 +146,16 @@ MAGIC_MAX_M = 16
 #: (2 / 8) against cuBLAS bf16's 33.3 / 36.3 us (1.16x / 1.20x), where the dot path ran
 #: 50.7 / 46.4 us (0.66x / 0.78x).
 MAGIC_WORDS_MAX_M = 64
-#: int8 weights with 16-bit activations whose rows are whole 32-bit words take the magic
-#: path over words for 2..MAGIC_WORDS_MAX_M rows, the first entry whose row bound holds.
-#: On an H200 (Llama-8B MLP weights, one scale per channel, CUDA graphs over 8 copies)
-#: 64x128 tiles with 4 stages and one wave of splits ran M=4/16 in 20.3-21.2 us against
-#: cuBLAS bf16's 31-33 us (1.48-1.63x; the dot path it replaces: 30.4-31.8 us), and M=64
-#: 128x128 tiles in 31.2 / 34.1 us against 33.1 / 35.8 us (the dot path: 46.7 / 52.7 us).
-#: More stages (5, 6), 256-value steps and explicit split counts were within noise of it
-#: or slower.
+#: int8 and fp8 weights with 16-bit activations whose rows are whole 32-bit words take the
+#: magic path over words for 2..MAGIC_WORDS_MAX_M rows, the first entry whose row bound
+#: holds. On an H200 (Llama-8B MLP weights, one scale per channel, CUDA graphs over 8
+#: copies) int8 with 64x128 tiles, 4 stages and one wave of splits ran M=4/16 in
+#: 20.3-21.2 us against cuBLAS bf16's 31-33 us (1.48-1.63x; the dot path it replaces:
+#: 30.4-31.8 us), and M=64 with 128x128 tiles in 31.2 / 34.1 us against 33.1 / 35.8 us
+#: (the dot path: 46.7 / 52.7 us). More stages (5, 6), 256-value steps and explicit split
+#: counts were within noise of it or slower. fp8 with the same tiles: M=4/16 20.3-21.8 us
+#: (1.49-1.62x; the dot path: 26.7-27.9 us), M=64 32.1 / 33.7 us (1.03x / 1.12x; the dot
+#: path: 43.3 / 50.4 us).
 MAGIC8_CONFIGS = (
     (16, DecodeConfig(block_n=64, block_k=128, num_warps=4, num_stages=4, path="magic")),
     (64, DecodeConfig(block_n=128, block_k=128, num_warps=4, num_stages=4, path="magic")),
@@ -353,16 +356,16 @@ def default_config(m: int, qw: QuantizedWeight,
     """The configuration :func:`splitk_linear` uses for ``m`` rows of ``qw`` and
     activations of ``dtype``: with 16-bit activations and ``GEMV_MAX_M < m``, the magic
     path for int4 up to ``MAGIC_WORDS_MAX_M`` rows where the rows are whole words and up
-    to ``MAGIC_MAX_M`` where the byte version's tiles fit the groups, and for int8 up to
-    ``MAGIC_WORDS_MAX_M`` rows of whole words (``MAGIC8_CONFIGS``); else GEMV or dot by
-    ``m`` (``None`` leaves the magic path out)."""
+    to ``MAGIC_MAX_M`` where the byte version's tiles fit the groups, and for int8 and
+    fp8 up to ``MAGIC_WORDS_MAX_M`` rows of whole words (``MAGIC8_CONFIGS``); else GEMV or
+    dot by ``m`` (``None`` leaves the magic path out)."""
     if dtype in MAGIC16 and m > GEMV_MAX_M:
-        words = word_bits(qw) is not None and step_words(qw) is not None
+        words = word_rows(qw) and step_words(qw) is not None
         if qw.method == "int4":
             bytewise = tile_shape(qw, MAGIC_CONFIG.block_k, "magic") is not None
             if (words and m <= MAGIC_WORDS_MAX_M) or (bytewise and m <= MAGIC_MAX_M):
                 return MAGIC_CONFIG
-        elif qw.method == "int8" and words and m <= MAGIC_WORDS_MAX_M:
+        elif words and m <= MAGIC_WORDS_MAX_M:
             return next(cfg for rows, cfg in MAGIC8_CONFIGS if m <= rows)
     return DEFAULT_CONFIGS[(qw.bits, m <= GEMV_MAX_M)]
 
@@ -411,16 +414,16 @@ def splitk_linear(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | Non
 
     Returns False, writing nothing, when the group size admits no K tile on the chosen
     path (int4 groups whose size is an odd multiple of 16 on the dot and magic paths, or
-    smaller than 32 on the magic path; int8 on the magic path with rows that are not
-    whole 32-bit words or groups that are not multiples of 16); the caller then uses
+    smaller than 32 on the magic path; int8 and fp8 on the magic path with rows that are
+    not whole 32-bit words or groups that are not multiples of 16); the caller then uses
     another kernel.
 
     Raises
     ------
     ValueError
-        The configuration asks for the magic path with weights other than int4 or int8, or
-        activations other than bfloat16 / float16 (never a silent fallback: an explicit
-        path is a request to measure that path).
+        The configuration asks for the magic path with activations other than bfloat16 /
+        float16 (never a silent fallback: an explicit path is a request to measure that
+        path).
     """
     m, k = x.shape
     n = qw.out_features
@@ -429,19 +432,18 @@ def splitk_linear(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor | Non
     path = cfg.path if cfg.path is not None else ("gemv" if m <= GEMV_MAX_M else "dot")
     magic_or, magic_value = 0, 0.0
     if path == "magic":
-        if qw.method not in ("int4", "int8") or x.dtype not in MAGIC16:
+        if x.dtype not in MAGIC16:
             raise ValueError(
-                "config.path='magic' needs int4 or int8 weights and bfloat16 or float16 "
-                f"activations, got {qw.method} weights and "
+                "config.path='magic' needs bfloat16 or float16 activations, got "
                 f"{str(x.dtype).removeprefix('torch.')} activations; use path 'gemv' or 'dot'"
             )
         magic_or, magic_value = MAGIC16[x.dtype]
         vals = 32 // qw.bits
         step = step_words(qw, max(4, min(cfg.block_k // vals, MAX_STEP_WORDS)))
-        if word_bits(qw) is not None and step is not None:
+        if word_rows(qw) and step is not None:
             _launch_magic_words(x, qw, bias, out, cfg, step)
             return True
-        if qw.method == "int8":  # int8 has no byte version of the magic path
+        if qw.method != "int4":  # only int4 has a byte version of the magic path
             return False
     shape = tile_shape(qw, cfg.block_k, path)
     if shape is None:
