@@ -79,7 +79,10 @@ def quantized_linear(
     Dispatches to ``gemm.w4a16`` for int4 weights and ``gemm.w8a16`` for int8 and fp8
     weights. The reference backend dequantizes ``W`` and multiplies in float32; the
     Triton backend dequantizes tiles inside the GEMM (a split-K kernel for up to 64 rows,
-    a tiled one above).
+    a tiled one above). Its kernels scale activations by powers of two to keep products
+    exact or normal: finite results need ``|x| < 2**27`` (the one-row kernel for int4 and
+    int8 with bfloat16 or float32 activations) and ``|x| < 2**64`` (fp8 weights with
+    bfloat16 activations, 2-64 rows).
 
     Parameters
     ----------
