@@ -104,19 +104,39 @@ TILES: dict[tuple[int, str], tuple[TilePreference, ...]] = {
         TilePreference((128, 128, 64), (2, 1, 1), "TmaWarpSpecializedCooperative",
                        "TmaWarpSpecializedCooperative"),
     ),
+    # large M whose 128x256 tiles would fill at most half of the SMs (Llama-8B o and down
+    # at M=512: 64 tiles for 132 SMs). H200, graph-timed against cuBLAS in the same run
+    # (docs/runs/h200-cutlass-few-tiles.json): o / down M=512 0.52x / 0.53x -> 0.79x /
+    # 0.80x, M=256 0.31x -> 0.50x / 0.51x, o M=128 0.30x -> 0.47x.
+    (90, "few"): (
+        TilePreference((128, 128, 64), (2, 1, 1), "TmaWarpSpecializedCooperative",
+                       "TmaWarpSpecializedCooperative"),
+        TilePreference((128, 128, 64), (2, 1, 1), "TmaWarpSpecializedCooperative"),
+    ),
     (90, "small"): (
         TilePreference((64, 128, 64), (1, 2, 1), "TmaWarpSpecializedPingpong",
                        "TmaWarpSpecialized"),
         TilePreference((128, 128, 64), (1, 2, 1), "TmaWarpSpecializedPingpong"),
     ),
     (80, "large"): (TilePreference((256, 128, 64), (1, 1, 1), stages=3),),
+    (80, "few"): (TilePreference((256, 128, 64), (1, 1, 1), stages=3),),
     (80, "small"): (TilePreference((64, 128, 64), (1, 1, 1), stages=3),),
 }
+#: The large class's CTA tile on Hopper, by which "few" is decided.
+_LARGE_CTA = (128, 256)
 
 
-def tile_class(m: int) -> str:
-    """``"small"`` for decode-like M (<= 64), else ``"large"``."""
-    return "small" if m <= 64 else "large"
+def tile_class(m: int, n: int | None = None, sms: int | None = None) -> str:
+    """``"small"`` for decode-like M (<= 64); ``"few"`` when the large class's 128x256
+    tiles of an ``[m, n]`` output would fill at most half of ``sms`` SMs; else
+    ``"large"``."""
+    if m <= 64:
+        return "small"
+    if n is not None and sms is not None:
+        tiles = -(-m // _LARGE_CTA[0]) * -(-n // _LARGE_CTA[1])
+        if tiles <= sms // 2:
+            return "few"
+    return "large"
 
 
 def kernel_arch(cc: tuple[int, int]) -> int:
@@ -159,20 +179,21 @@ class KernelKey:
 
 
 @functools.cache
-def _device(index: int) -> tuple[str, tuple[int, int]]:
-    return torch.cuda.get_device_name(index), torch.cuda.get_device_capability(index)
+def _device(index: int) -> tuple[str, tuple[int, int], int]:
+    props = torch.cuda.get_device_properties(index)
+    return props.name, (props.major, props.minor), props.multi_processor_count
 
 
 def kernel_key(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> KernelKey:
     index = a.device.index if a.device.index is not None else torch.cuda.current_device()
-    name, cc = _device(index)
+    name, cc, sms = _device(index)
     return KernelKey(
         device=name,
         cc=cc,
         dtype=a.dtype,
         out_dtype=out_dtype,
         b_layout="row" if b.is_contiguous() else "col",
-        m_class=tile_class(a.shape[0]),
+        m_class=tile_class(a.shape[0], b.shape[1], sms),
     )
 
 
