@@ -81,6 +81,10 @@ def test_tile_choice_follows_preferences():
     wide = _td((256, 128, 64), (2, 1, 1), "ScheduleAuto", "ScheduleAuto")
     assert kernels.choose_tile([tds[0], tds[1], wide], 90, "small") is wide
     assert kernels.choose_tile(tds[:2], 90, "small") is None
+    # the preferred schedules exist only with another cluster: one is re-clustered
+    narrow = kernels.choose_tile(tds, 90, "small-n32")
+    assert kernels.cta_tile(narrow) == (64, 32, 128)
+    assert tuple(narrow.cluster_shape) == (1, 1, 1)
     ampere = [_td((256, 128, 64), (1, 1, 1), stages=4), _td((256, 128, 64), (1, 1, 1), stages=3)]
     assert kernels.choose_tile(ampere, 80, "large") is ampere[1]
     assert kernels.kernel_arch((9, 0)) == 90 and kernels.kernel_arch((8, 9)) == 80
@@ -90,8 +94,13 @@ def test_tile_choice_follows_preferences():
     assert kernels.tile_class(512, 4096, 132) == "few"
     assert kernels.tile_class(512, 6144, 132) == "large"
     assert kernels.tile_class(4096, 4096, 132) == "large"
-    assert kernels.tile_class(64, 64, 132) == "small"
-    assert {m for _, m in kernels.TILES} == {"large", "few", "small"}
+    # decode-like M: 64x128 CTAs while they fill half of the SMs (gate_up, 224 CTAs), then
+    # 64 wide (qkv: 96 CTAs) and 32 wide (o and down: 128 CTAs)
+    assert kernels.tile_class(16, 28672, 132) == "small"
+    assert kernels.tile_class(64, 6144, 132) == "small-n64"
+    assert kernels.tile_class(16, 4096, 132) == "small-n32"
+    assert kernels.tile_class(64, 64, 132) == "small-n32"
+    assert {m for _, m in kernels.TILES} == {"large", "few", "small", "small-n64", "small-n32"}
 
 
 def test_cache_directory_per_device(monkeypatch, tmp_path):

@@ -69,8 +69,10 @@ class TilePreference:
 
     def same_kind(self, td: Any) -> bool:
         """Same cluster, schedules and stages as ``td`` (the tile may differ)."""
-        if tuple(td.cluster_shape or (1, 1, 1)) != self.cluster:
-            return False
+        return tuple(td.cluster_shape or (1, 1, 1)) == self.cluster and self.same_schedules(td)
+
+    def same_schedules(self, td: Any) -> bool:
+        """Same schedules and stages as ``td`` (the tile and the cluster may differ)."""
         if self.stages is not None and td.stages != self.stages:
             return False
         if "StreamK" in str(getattr(td, "tile_scheduler", None)):
@@ -118,20 +120,44 @@ TILES: dict[tuple[int, str], tuple[TilePreference, ...]] = {
                        "TmaWarpSpecialized"),
         TilePreference((128, 128, 64), (1, 2, 1), "TmaWarpSpecializedPingpong"),
     ),
+    # decode-like M where 64x128 CTAs would fill under half of the SMs: narrower, deeper
+    # ping-pong tiles. H200, graph-timed against cuBLAS in the same run
+    # (docs/runs/h200-cutlass-small-tiles.json), M=16 / 64: 64x64x128 took qkv (96 CTAs)
+    # from 0.57x / 0.58x to 0.60x / 0.80x; 64x32x128 took o (128 CTAs) from 0.49x / 0.44x
+    # to 0.65x / 0.70x and down from 0.38x / 0.42x to 0.52x / 0.72x.
+    (90, "small-n64"): (
+        TilePreference((64, 64, 128), (1, 1, 1), "TmaWarpSpecializedPingpong",
+                       "TmaWarpSpecialized"),
+    ),
+    (90, "small-n32"): (
+        TilePreference((64, 32, 128), (1, 1, 1), "TmaWarpSpecializedPingpong",
+                       "TmaWarpSpecialized"),
+    ),
     (80, "large"): (TilePreference((256, 128, 64), (1, 1, 1), stages=3),),
     (80, "few"): (TilePreference((256, 128, 64), (1, 1, 1), stages=3),),
     (80, "small"): (TilePreference((64, 128, 64), (1, 1, 1), stages=3),),
+    (80, "small-n64"): (TilePreference((64, 128, 64), (1, 1, 1), stages=3),),
+    (80, "small-n32"): (TilePreference((64, 128, 64), (1, 1, 1), stages=3),),
 }
 #: The large class's CTA tile on Hopper, by which "few" is decided.
 _LARGE_CTA = (128, 256)
 
 
 def tile_class(m: int, n: int | None = None, sms: int | None = None) -> str:
-    """``"small"`` for decode-like M (<= 64); ``"few"`` when the large class's 128x256
-    tiles of an ``[m, n]`` output would fill at most half of ``sms`` SMs; else
-    ``"large"``."""
+    """The M class of an ``[m, n]`` output on ``sms`` SMs (``TILES`` keys).
+
+    Decode-like M (<= 64): ``"small"`` (64x128 CTAs), or ``"small-n64"`` /
+    ``"small-n32"`` (64-wide / 32-wide CTAs) where the wider tiles would fill under half
+    of the SMs. Larger M: ``"few"`` (128x128) where the large class's 128x256 tiles would
+    fill at most half of the SMs, else ``"large"``.
+    """
     if m <= 64:
-        return "small"
+        if n is None or sms is None:
+            return "small"
+        for width, name in ((128, "small"), (64, "small-n64")):
+            if -(-m // 64) * -(-n // width) >= sms // 2:
+                return name
+        return "small-n32"
     if n is not None and sms is not None:
         tiles = -(-m // _LARGE_CTA[0]) * -(-n // _LARGE_CTA[1])
         if tiles <= sms // 2:
@@ -162,9 +188,13 @@ def choose_tile(descriptions: Sequence[Any], arch: int, m_class: str) -> Any | N
         exact = next((td for td in kind if cta_tile(td) == pref.cta), None)
         if exact is not None:
             return exact
+        shape = [c * k for c, k in zip(pref.cta, pref.cluster, strict=True)]
         if kind:
-            shape = [c * k for c, k in zip(pref.cta, pref.cluster, strict=True)]
             return kind[0].clone_and_update({"threadblock_shape": shape})
+        similar = [td for td in descriptions if pref.same_schedules(td)]
+        if similar:  # the schedules exist with another cluster: re-cluster one
+            return similar[0].clone_and_update(
+                {"threadblock_shape": shape, "cluster_shape": list(pref.cluster)})
     return next((td for td in descriptions if compiles(td)), None)
 
 
