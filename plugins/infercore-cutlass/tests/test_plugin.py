@@ -89,6 +89,7 @@ def test_tile_choice_follows_preferences():
     assert kernels.choose_tile(ampere, 80, "large") is ampere[1]
     assert kernels.kernel_arch((9, 0)) == 90 and kernels.kernel_arch((8, 9)) == 80
     assert kernels.tile_class(16) == "small" and kernels.tile_class(4096) == "large"
+    assert kernels.tile_class(kernels.SMALL_MAX_M) == "small"
     # Llama-8B at M=512 on 132 SMs: o and down (N=4096) have 4 x 16 = 64 tiles of 128x256,
     # at most half the SMs; qkv (N=6144) has 96 tiles
     assert kernels.tile_class(512, 4096, 132) == "few"
@@ -100,6 +101,8 @@ def test_tile_choice_follows_preferences():
     assert kernels.tile_class(64, 6144, 132) == "small-n64"
     assert kernels.tile_class(16, 4096, 132) == "small-n32"
     assert kernels.tile_class(64, 64, 132) == "small-n32"
+    assert kernels.tile_class(128, 4096, 132) == "small-n64"  # 2 x 64 CTAs
+    assert kernels.tile_class(129, 4096, 132) == "few"
     assert {m for _, m in kernels.TILES} == {"large", "few", "small", "small-n64", "small-n32"}
 
 

@@ -139,6 +139,12 @@ TILES: dict[tuple[int, str], tuple[TilePreference, ...]] = {
     (80, "small-n64"): (TilePreference((64, 128, 64), (1, 1, 1), stages=3),),
     (80, "small-n32"): (TilePreference((64, 128, 64), (1, 1, 1), stages=3),),
 }
+#: Largest M of the 64-row classes. H200, every class forced per Llama-8B layer
+#: (docs/runs/h200-cutlass-tile-classes.json, graph-timed against cuBLAS in the same run):
+#: at M=128 the 64-row classes ran qkv / o / down at 0.61x / 0.70x / 0.65x where the
+#: 128-row ones reached 0.54x / 0.47x / 0.41x (gate_up 0.66x against 0.67x); at M=256 the
+#: 128-row classes were ahead for qkv and gate_up (0.72x / 0.89x against 0.44x / 0.54x).
+SMALL_MAX_M = 128
 #: The large class's CTA tile on Hopper, by which "few" is decided.
 _LARGE_CTA = (128, 256)
 
@@ -146,12 +152,12 @@ _LARGE_CTA = (128, 256)
 def tile_class(m: int, n: int | None = None, sms: int | None = None) -> str:
     """The M class of an ``[m, n]`` output on ``sms`` SMs (``TILES`` keys).
 
-    Decode-like M (<= 64): ``"small"`` (64x128 CTAs), or ``"small-n64"`` /
-    ``"small-n32"`` (64-wide / 32-wide CTAs) where the wider tiles would fill under half
-    of the SMs. Larger M: ``"few"`` (128x128) where the large class's 128x256 tiles would
-    fill at most half of the SMs, else ``"large"``.
+    M <= ``SMALL_MAX_M``: ``"small"`` (64x128 CTAs), or ``"small-n64"`` / ``"small-n32"``
+    (64-wide / 32-wide CTAs) where the wider tiles would fill under half of the SMs.
+    Larger M: ``"few"`` (128x128) where the large class's 128x256 tiles would fill at
+    most half of the SMs, else ``"large"``.
     """
-    if m <= 64:
+    if m <= SMALL_MAX_M:
         if n is None or sms is None:
             return "small"
         for width, name in ((128, "small"), (64, "small-n64")):
