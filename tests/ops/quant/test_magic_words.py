@@ -10,13 +10,13 @@ import torch
 from infercore.ops.quant import quantize_weight
 from infercore.ops.quant import triton_wo_splitk as splitk_mod
 from infercore.ops.quant.reference import quantized_linear_reference
+from infercore.ops.quant.triton_wo_gemv import word_rows
 from infercore.ops.quant.triton_wo_magic_words import (
     FP8_PAIRS,
     _byte_pairs_asm,
     _fp8_pairs_asm,
     _pairs_asm,
     step_words,
-    word_rows,
 )
 from infercore.ops.quant.triton_wo_splitk import (
     DecodeConfig,

@@ -46,17 +46,20 @@ _TILE_ELEMENTS = 16384
 _SHARED_BYTES = 192 * 1024
 
 
-def word_bits(qw: QuantizedWeight) -> int | None:
-    """Bits per code when ``qw`` can be read as 32-bit words (int4 or int8, whole words
-    per row, 4-byte aligned rows), else None."""
-    if qw.method not in ("int4", "int8"):
-        return None
-    bits = qw.bits
-    vals = 32 // bits
+def word_rows(qw: QuantizedWeight) -> bool:
+    """Whether the packed rows of ``qw`` (any method) can be read as 32-bit words: whole
+    words per row, 4-byte aligned rows, a 16-byte aligned start."""
     row_bytes = qw.qweight.stride(0) * qw.qweight.element_size()
-    if qw.in_features % vals or row_bytes % 4 or qw.qweight.data_ptr() % 16:
+    return (qw.in_features % (32 // qw.bits) == 0 and row_bytes % 4 == 0
+            and qw.qweight.data_ptr() % 16 == 0)
+
+
+def word_bits(qw: QuantizedWeight) -> int | None:
+    """Bits per code when the GEMV over words serves ``qw`` (int4 or int8 rows of whole
+    32-bit words, :func:`word_rows`), else None."""
+    if qw.method not in ("int4", "int8") or not word_rows(qw):
         return None
-    return bits
+    return qw.bits
 
 
 def as_words(qw: QuantizedWeight) -> torch.Tensor:

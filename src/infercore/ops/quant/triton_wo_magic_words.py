@@ -362,14 +362,6 @@ def magic_words_kernel(
                   M, N, stride_om, pid_n, pid_k, splits, HAS_BIAS)
 
 
-def word_rows(qw: QuantizedWeight) -> bool:
-    """Whether ``qw`` (int4, int8 or fp8) can be read as 32-bit words: whole words per
-    row, 4-byte aligned rows, a 16-byte aligned start."""
-    vals = 32 // qw.bits
-    row_bytes = qw.qweight.stride(0) * qw.qweight.element_size()
-    return qw.in_features % vals == 0 and row_bytes % 4 == 0 and qw.qweight.data_ptr() % 16 == 0
-
-
 def step_words(qw: QuantizedWeight, cap: int = MAX_STEP_WORDS) -> int | None:
     """Words per K step: a power of two from 4 to ``cap`` that divides the group's words
     (one group per channel: ``cap``), or None when a group is not a whole number of
@@ -390,7 +382,7 @@ def launch_magic_words(x: torch.Tensor, qw: QuantizedWeight, bias: torch.Tensor 
     """Launch :func:`magic_words_kernel` over ``(N tiles, splits)`` programs.
 
     ``x`` is bfloat16 or float16 ``[M, K]``, M <= 64; ``qw`` int4, int8 or fp8 with rows
-    of whole 32-bit words (:func:`word_rows`); ``step``
+    of whole 32-bit words (:func:`~infercore.ops.quant.triton_wo_gemv.word_rows`); ``step``
     words per K step from :func:`step_words`; ``words_per_split`` a multiple of it.
     ``partials`` (float32 ``[splits, M, N]``) and ``counters`` (zeroed int32, one per N
     tile) are used when ``splits > 1``.

@@ -49,13 +49,12 @@ from infercore.ops.quant.triton_dequant import (
     sm_count,
     weight_bits,
 )
-from infercore.ops.quant.triton_wo_gemv import launch_word_gemv, word_bits
+from infercore.ops.quant.triton_wo_gemv import launch_word_gemv, word_bits, word_rows
 from infercore.ops.quant.triton_wo_magic import MAGIC16, magic_step
 from infercore.ops.quant.triton_wo_magic_words import (
     MAX_STEP_WORDS,
     launch_magic_words,
     step_words,
-    word_rows,
 )
 from infercore.ops.quant.weights import QuantizedWeight
 from infercore.ops.splitk import fixed_splits, split_counters
