@@ -1,8 +1,8 @@
-"""The magic path over 32-bit words (triton_wo_magic_words): int4 and int8 codes unpacked
-two per instruction into the dot's register order, activations permuted to match. Against
-the float64 reference on odd N, K not a multiple of the step, groups of 16 (int8) / 32 /
-64 / 128 and one per channel, with and without zero points, split K, and NaN-poisoned
-outputs."""
+"""The magic path over 32-bit words (triton_wo_magic_words): int4, int8 and fp8 codes
+turned by bit operations into 16-bit operands in the dot's register order, activations
+permuted to match. Against the float64 reference on odd N, K not a multiple of the step,
+groups of 16 (8-bit codes) / 32 / 64 / 128 and one per channel, with and without zero
+points, split K, and NaN-poisoned outputs."""
 
 import pytest
 import torch
