@@ -103,7 +103,20 @@ def test_tile_choice_follows_preferences():
     assert kernels.tile_class(64, 64, 132) == "small-n32"
     assert kernels.tile_class(128, 4096, 132) == "small-n64"  # 2 x 64 CTAs
     assert kernels.tile_class(129, 4096, 132) == "few"
-    assert {m for _, m in kernels.TILES} == {"large", "few", "small", "small-n64", "small-n32"}
+    assert {m for a, m in kernels.TILES if a == 90} == {
+        "large", "few", "small", "small-n64", "small-n32"}
+    assert {m for a, m in kernels.TILES if a == 80} == {"large", "small"}
+
+
+def test_kernel_key_classes_by_architecture(monkeypatch):
+    # Hopper keeps the CTA-count classes; CUTLASS 2 GPUs fold them into their two classes
+    a, b = torch.empty(16, 64), torch.empty(64, 4096)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(kernels, "_device", lambda index: ("GPU", (9, 0), 132))
+    assert kernels.kernel_key(a, b, torch.bfloat16).m_class == "small-n32"
+    monkeypatch.setattr(kernels, "_device", lambda index: ("GPU", (8, 9), 132))
+    assert kernels.kernel_key(a, b, torch.bfloat16).m_class == "small"
+    assert kernels.kernel_key(torch.empty(512, 64), b, torch.bfloat16).m_class == "large"
 
 
 def test_cache_directory_per_device(monkeypatch, tmp_path):

@@ -94,10 +94,10 @@ class TilePreference:
         return "_".join(parts)
 
 
-#: (kernel architecture, M class) -> kernels in order of preference. Initial choices, to be
-#: tuned with the gemm benchmark suite: Hopper uses CUTLASS 3 warp-specialized TMA kernels
-#: (cooperative 128x256 CTAs in 2x1 clusters for large M, ping-pong 64x128 for decode-like
-#: M), Ampere-class GPUs CUTLASS 2 multistage kernels.
+#: (kernel architecture, M class) -> kernels in order of preference. Hopper uses CUTLASS 3
+#: warp-specialized TMA kernels (cooperative 128x256 CTAs in 2x1 clusters for large M,
+#: 128x128 where those are few, ping-pong 64-row CTAs up to ``SMALL_MAX_M``); Ampere-class
+#: GPUs CUTLASS 2 multistage kernels in two classes (initial choices, not measured).
 TILES: dict[tuple[int, str], tuple[TilePreference, ...]] = {
     (90, "large"): (
         TilePreference((128, 256, 64), (2, 1, 1), "TmaWarpSpecializedCooperative",
@@ -109,7 +109,7 @@ TILES: dict[tuple[int, str], tuple[TilePreference, ...]] = {
     # large M whose 128x256 tiles would fill at most half of the SMs (Llama-8B o and down
     # at M=512: 64 tiles for 132 SMs). H200, graph-timed against cuBLAS in the same run
     # (docs/runs/h200-cutlass-few-tiles.json): o / down M=512 0.52x / 0.53x -> 0.79x /
-    # 0.80x, M=256 0.31x -> 0.50x / 0.51x, o M=128 0.30x -> 0.47x.
+    # 0.80x, M=256 0.31x -> 0.50x / 0.51x (M <= SMALL_MAX_M takes the 64-row classes).
     (90, "few"): (
         TilePreference((128, 128, 64), (2, 1, 1), "TmaWarpSpecializedCooperative",
                        "TmaWarpSpecializedCooperative"),
@@ -134,10 +134,7 @@ TILES: dict[tuple[int, str], tuple[TilePreference, ...]] = {
                        "TmaWarpSpecialized"),
     ),
     (80, "large"): (TilePreference((256, 128, 64), (1, 1, 1), stages=3),),
-    (80, "few"): (TilePreference((256, 128, 64), (1, 1, 1), stages=3),),
     (80, "small"): (TilePreference((64, 128, 64), (1, 1, 1), stages=3),),
-    (80, "small-n64"): (TilePreference((64, 128, 64), (1, 1, 1), stages=3),),
-    (80, "small-n32"): (TilePreference((64, 128, 64), (1, 1, 1), stages=3),),
 }
 #: Largest M of the 64-row classes. H200, every class forced per Llama-8B layer
 #: (docs/runs/h200-cutlass-tile-classes.json, graph-timed against cuBLAS in the same run):
@@ -223,13 +220,16 @@ def _device(index: int) -> tuple[str, tuple[int, int], int]:
 def kernel_key(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> KernelKey:
     index = a.device.index if a.device.index is not None else torch.cuda.current_device()
     name, cc, sms = _device(index)
+    m_class = tile_class(a.shape[0], b.shape[1], sms)
+    if kernel_arch(cc) != 90:  # CUTLASS 2 has two classes: one kernel per tile, not per name
+        m_class = "small" if m_class.startswith("small") else "large"
     return KernelKey(
         device=name,
         cc=cc,
         dtype=a.dtype,
         out_dtype=out_dtype,
         b_layout="row" if b.is_contiguous() else "col",
-        m_class=tile_class(a.shape[0], b.shape[1], sms),
+        m_class=m_class,
     )
 
 
