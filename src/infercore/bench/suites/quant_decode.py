@@ -15,6 +15,11 @@ graph of ``CALLS`` calls cycling over ``COPIES`` distinct weights (8 bf16 [14336
 copies: 940 MB; 8 int4 copies: ~240 MB, about 4x L2), activations and outputs; the time
 per call is the median replay time over ``CALLS`` (``infercore.bench.graphs``). The check
 runs before timing on the first copy.
+
+``read.floor`` (on CUDA) reads the case's bytes from as many rotating buffers, timed the
+same way, with the fastest of a few streaming read kernels (:mod:`infercore.bench.floor`):
+the least time anything that moves those bytes could take at this size, so its
+``vs_peer`` is the largest speedup over cuBLAS the case allows here.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from infercore.bench import Case, suite
+from infercore.bench.floor import read_floor
 from infercore.bench.graphs import COPIES, rotate
 from infercore.ops.quant import quantize_weight, quantized_linear
 from infercore.ops.quant.reference import quantized_linear_reference
@@ -57,15 +63,19 @@ def cases(device: torch.device, quick: bool) -> Iterator[Case]:
             xs = [torch.randn(m, k, device=device, dtype=torch.bfloat16) for _ in ws]
             io_bytes = (m * k + m * n) * 2
             for label, qw_copies in qws.items():
+                nbytes = qw_copies[0].nbytes + io_bytes
+                impls = {
+                    "infercore.triton": rotate(quantized_linear, xs, qw_copies,
+                                               backend="triton"),
+                    "cublas.bf16": rotate(F.linear, xs, ws),
+                }
+                if device.type == "cuda":
+                    impls["read.floor"] = read_floor(nbytes, device)[0]
                 yield Case(
                     f"{label} M={m} [{n}, {k}]",
-                    {
-                        "infercore.triton": rotate(quantized_linear, xs, qw_copies,
-                                                   backend="triton"),
-                        "cublas.bf16": rotate(F.linear, xs, ws),
-                    },
+                    impls,
                     peer="cublas.bf16",
-                    bytes=qw_copies[0].nbytes + io_bytes,
+                    bytes=nbytes,
                     flops=2 * m * n * k,
                     check=lambda x=xs[0], qw=qw_copies[0], label=label: _check(x, qw, label),
                 )
