@@ -29,8 +29,9 @@ def test_read_words_xors_every_word(device, config, words):
 def test_read_floor_rotation_reads_its_buffers(device):
     rot, config = read_floor(1001, device, copies=2, configs=(ReadConfig(64, 1, 2),))
     assert config == ReadConfig(64, 1, 2)
+    programs = read_out_size(251, config, device)  # 1001 bytes: 251 words
     for out in (rot(), rot()):
-        assert out.dtype == torch.int32 and out.numel() == 2  # 251 words, 2 programs
+        assert out.dtype == torch.int32 and out.numel() == programs
     assert rot.outputs[0] is not rot.outputs[1]
 
 
