@@ -96,7 +96,8 @@ def rotating_suite():
     @bench.suite("test_rotating", "an eager and a rotating implementation", devices=("cpu",))
     def cases(device, quick):
         yield bench.Case("sum", {"eager": lambda: x.sum(), "rotating": Rotation(copies, calls=6),
-                                 "broken": lambda: 1 / 0}, peer="eager", bytes=x.nbytes)
+                                 "broken": lambda: 1 / 0}, peer="eager", bytes=x.nbytes,
+                         flops=x.numel(), moves_only=("rotating",))
 
     yield seen
     bench._SUITES.pop("test_rotating")
@@ -108,6 +109,9 @@ def test_results_record_the_timing_mode(rotating_suite):
     assert by_impl["eager"].timing == "eager" and by_impl["rotating"].timing == "eager"
     assert by_impl["broken"].timing is None and "ZeroDivisionError" in by_impl["broken"].error
     assert by_impl["rotating"].ms > 0 and set(rotating_suite) == {0, 1, 2}
+    # a row that only moves the bytes has GB/s but no TFLOP/s
+    assert by_impl["eager"].tflops > 0 and by_impl["rotating"].tflops is None
+    assert by_impl["rotating"].gbps > 0
     rows = json.loads(json.dumps(bench.as_dict(ceilings, results)))["results"]
     assert [r["timing"] for r in rows] == ["eager", "eager", None]
     by_impl["rotating"].timing = "graph"

@@ -49,7 +49,8 @@ class Case:
     ``impls`` maps an implementation name to a zero-argument callable that runs it once
     (a :class:`~infercore.bench.graphs.Rotation` to time it as a CUDA graph over rotating
     inputs); ``peer`` names the baseline among them. ``bytes``/``flops`` are the least the work
-    must move/compute (each input read once, each output written once).
+    must move/compute (each input read once, each output written once). Implementations
+    named in ``moves_only`` (a read floor, say) only move the bytes: they get no TFLOP/s.
     """
 
     name: str
@@ -58,6 +59,7 @@ class Case:
     bytes: float | None = None
     flops: float | None = None
     check: Callable[[], None] | None = None
+    moves_only: tuple[str, ...] = ()
 
 
 @dataclass
@@ -211,7 +213,7 @@ def run_case(suite_: Suite, case: Case, device: torch.device, ceilings: Ceilings
             continue
         ms = times[impl]
         gbps = case.bytes / ms / 1e6 if case.bytes else None
-        tflops = case.flops / ms / 1e9 if case.flops else None
+        tflops = case.flops / ms / 1e9 if case.flops and impl not in case.moves_only else None
         if suite_.bound == "compute" and tflops is not None:
             frac = tflops / ceilings.matmul_tflops
         elif gbps is not None:

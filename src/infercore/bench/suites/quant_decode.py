@@ -78,4 +78,5 @@ def cases(device: torch.device, quick: bool) -> Iterator[Case]:
                     bytes=nbytes,
                     flops=2 * m * n * k,
                     check=lambda x=xs[0], qw=qw_copies[0], label=label: _check(x, qw, label),
+                    moves_only=("read.floor",),
                 )
