@@ -16,7 +16,7 @@ copies: 940 MB; 8 int4 copies: ~240 MB, about 4x L2), activations and outputs; t
 per call is the median replay time over ``CALLS`` (``infercore.bench.graphs``). The check
 runs before timing on the first copy.
 
-``read.floor`` (on CUDA) reads the case's bytes from as many rotating buffers, timed the
+``read.floor`` reads the case's bytes from as many rotating buffers, timed the
 same way, with the fastest of a few streaming read kernels (:mod:`infercore.bench.floor`):
 the least time anything that moves those bytes could take at this size, so its
 ``vs_peer`` is the largest speedup over cuBLAS the case allows here.
@@ -64,16 +64,14 @@ def cases(device: torch.device, quick: bool) -> Iterator[Case]:
             io_bytes = (m * k + m * n) * 2
             for label, qw_copies in qws.items():
                 nbytes = qw_copies[0].nbytes + io_bytes
-                impls = {
-                    "infercore.triton": rotate(quantized_linear, xs, qw_copies,
-                                               backend="triton"),
-                    "cublas.bf16": rotate(F.linear, xs, ws),
-                }
-                if device.type == "cuda":
-                    impls["read.floor"] = read_floor(nbytes, device)[0]
                 yield Case(
                     f"{label} M={m} [{n}, {k}]",
-                    impls,
+                    {
+                        "infercore.triton": rotate(quantized_linear, xs, qw_copies,
+                                                   backend="triton"),
+                        "cublas.bf16": rotate(F.linear, xs, ws),
+                        "read.floor": read_floor(nbytes, device)[0],
+                    },
                     peer="cublas.bf16",
                     bytes=nbytes,
                     flops=2 * m * n * k,
