@@ -59,7 +59,9 @@ def _read_kernel(src, out, n_words, BLOCK: tl.constexpr):
     tl.store(out + pid, tl.xor_sum(acc, axis=0))
 
 
-def _programs(n_words: int, config: ReadConfig, device: torch.device) -> int:
+def read_out_size(n_words: int, config: ReadConfig, device: torch.device) -> int:
+    """Words of ``out`` (programs launched) that :func:`read_words` writes for
+    ``n_words`` under ``config``."""
     blocks = triton.cdiv(n_words, config.block)
     if config.programs_per_sm is None:
         return blocks
@@ -83,7 +85,7 @@ def read_words(src: torch.Tensor, out: torch.Tensor | None = None,
     n_words = src.numel()
     if n_words == 0:
         raise ValueError("src: expected at least one word, got an empty tensor")
-    programs = _programs(n_words, config, src.device)
+    programs = read_out_size(n_words, config, src.device)
     if out is None:
         out = torch.empty(programs, dtype=torch.int32, device=src.device)
     elif out.dtype != torch.int32 or out.numel() < programs:
@@ -92,11 +94,6 @@ def read_words(src: torch.Tensor, out: torch.Tensor | None = None,
     _read_kernel[(programs,)](src, out, n_words, BLOCK=config.block,
                               num_warps=config.num_warps)
     return out[:programs]
-
-
-def read_out_size(n_words: int, config: ReadConfig, device: torch.device) -> int:
-    """Words of ``out`` that :func:`read_words` writes for ``n_words`` under ``config``."""
-    return _programs(n_words, config, device)
 
 
 def _rotation(buffers: list[torch.Tensor], config: ReadConfig) -> Rotation:
