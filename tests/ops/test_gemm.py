@@ -14,6 +14,8 @@ from infercore.ops.gemm import GemmInputs
 from infercore.ops.gemm.reference import gemm_reference
 from infercore.ops.gemm.triton_configs import (
     CONFIGS,
+    FAST_ACCUM_CONFIGS,
+    FAST_ACCUM_FEW_TILES,
     FEW_TILES,
     SM90_SHARED_MEMORY,
     GemmConfig,
@@ -169,8 +171,10 @@ def test_triton_falls_back_to_pointers_for_unaligned_rows(device):
 def test_config_table_fits_hopper_shared_memory():
     """Every Hopper entry fits 227 KB of shared memory with a 16-bit output tile as it is,
     and with a float32 one once fitted (fewer stages)."""
-    few = {(cls, bits, f"{m} few tiles"): cfg for (cls, bits, m), cfg in FEW_TILES.items()}
-    for (cls, bits, _), cfg in {**CONFIGS, **few}.items():
+    tables = {"few": FEW_TILES, "fast": FAST_ACCUM_CONFIGS, "fast few": FAST_ACCUM_FEW_TILES}
+    extra = {(cls, bits, f"{m} {name}"): cfg for name, table in tables.items()
+             for (cls, bits, m), cfg in table.items()}
+    for (cls, bits, _), cfg in {**CONFIGS, **extra}.items():
         assert cfg.block_k * bits // 8 >= 16, cfg  # TMA boxes and dots need 16-byte rows
         if cls != "sm90":
             continue
@@ -204,9 +208,31 @@ def test_few_tiles_take_their_own_entry(monkeypatch):
     assert pick_config(512, 8, dev, 4096) == CONFIGS[("sm90", 8, "large")]
 
 
+def test_fp8_fast_accumulation_has_its_own_entries(monkeypatch):
+    """Hopper FP8 with fast accumulation: its own large entry and few-tiles entry; classes
+    without one keep the common entry; fast accumulation changes nothing for bf16."""
+    from infercore.ops.gemm import triton_configs
+
+    monkeypatch.setattr(triton_configs, "device_class", lambda device: "sm90")
+    monkeypatch.setattr(triton_configs, "num_sms", lambda device: 132)
+    dev = torch.device("cuda")
+    fast, fast_few = (FAST_ACCUM_CONFIGS[("sm90", 8, "large")],
+                      FAST_ACCUM_FEW_TILES[("sm90", 8, "large")])
+    assert fast != CONFIGS[("sm90", 8, "large")] and fast_few != fast
+    assert pick_config(8192, 8, dev, 8192, fast_accum=True) == fast
+    assert pick_config(8192, 8, dev, fast_accum=True) == fast
+    assert pick_config(512, 8, dev, 6144, fast_accum=True) == fast  # 96 tiles of 128x256
+    assert pick_config(512, 8, dev, 4096, fast_accum=True) == fast_few  # 64 tiles
+    assert pick_config(8192, 8, dev, 8192) == CONFIGS[("sm90", 8, "large")]
+    assert pick_config(16, 8, dev, 4096, fast_accum=True) == CONFIGS[("sm90", 8, "small")]
+    assert pick_config(512, 16, dev, 4096, fast_accum=True) == FEW_TILES[("sm90", 16, "large")]
+
+
 def test_kernels_compile_for_hopper_with_wgmma_and_tma():
     """Ahead-of-time compilation for sm90 (no GPU needed): the Hopper path really uses
-    wgmma and TMA, split-K (and only split-K) atomic counters, and fits in shared memory."""
+    wgmma and TMA, split-K (and only split-K) atomic counters, and fits in shared memory;
+    FP8 adds each K tile's products into float32 (one add per accumulator element and
+    tile) unless asked for fast accumulation (no float32 adds at all)."""
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).resolve().parents[2]
@@ -215,7 +241,12 @@ def test_kernels_compile_for_hopper_with_wgmma_and_tma():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(results) == 5, proc.stdout
+    assert len(results) == 7, proc.stdout
+    by_case = {r["case"]: r for r in results}
+    promoting = by_case["fp8 large, tensor-wise"]
+    per_thread = promoting["block_m"] * promoting["block_n"] // (32 * promoting["num_warps"])
+    assert promoting["adds"] == per_thread, promoting
+    assert by_case["fp8 large, tensor-wise, fast accumulation"]["adds"] == 0
     for r in results:
         # wgmma: warpgroups of 64 rows (16-row tiles use mma.sync)
         assert r["tma"] and r["wgmma"] == (r["block_m"] >= 64), r

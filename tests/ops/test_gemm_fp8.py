@@ -148,12 +148,12 @@ def _quantized_operands(m, n, k, recipe, device):
     return a_q, b_q, a_s, b_s
 
 
-def _run_fp8(backend, a_q, b_q, a_s, b_s, out_dtype, bias=None):
+def _run_fp8(backend, a_q, b_q, a_s, b_s, out_dtype, bias=None, fast_accum=False):
     probe = torch.empty(a_q.shape[0], b_q.shape[1], dtype=out_dtype, device=a_q.device)
-    inputs = GemmFp8Inputs(a_q, b_q, a_s, b_s, bias, probe)
+    inputs = GemmFp8Inputs(a_q, b_q, a_s, b_s, bias, probe, fast_accum)
     skip_unless_supported("gemm.fp8", backend, inputs)
     out = infercore.ops.gemm_fp8(a_q, b_q, a_s, b_s, out_dtype=out_dtype, bias=bias,
-                                 backend=backend)
+                                 fast_accum=fast_accum, backend=backend)
     return out, gemm_fp8_reference(dataclasses.replace(inputs, out=out), torch.float64)
 
 
@@ -165,6 +165,16 @@ def test_gemm_fp8_matches_dequantized_matmul(backend, recipe, shape, device):
     a_q, b_q, a_s, b_s = _quantized_operands(m, n, k, recipe, device)
     out, ref = _run_fp8(backend, a_q, b_q, a_s, b_s, torch.float32)
     assert out.shape == (m, n) and out.dtype == torch.float32
+    assert_close(out, ref, tol=FP8_DOT_TOL)
+
+
+@pytest.mark.parametrize("backend", backend_params("gemm.fp8", include_reference=True))
+@pytest.mark.parametrize("recipe", ["tensor", "token_channel", "group_block"])
+def test_gemm_fp8_fast_accumulation_matches_dequantized_matmul(backend, recipe, device):
+    """fast_accum=True computes the same product (the interpreter and CPU sum in float32
+    either way; on Hopper the CUDA test below bounds the error)."""
+    a_q, b_q, a_s, b_s = _quantized_operands(33, 48, 300, recipe, device)
+    out, ref = _run_fp8(backend, a_q, b_q, a_s, b_s, torch.float32, fast_accum=True)
     assert_close(out, ref, tol=FP8_DOT_TOL)
 
 
@@ -208,6 +218,7 @@ def test_gemm_fp8_reference_approximates_the_float_product():
          "a_scale must have dtype float32"),
         (dict(out_dtype=torch.int8), TypeError, "out_dtype must be one of"),
         (dict(bias=torch.ones(15)), ValueError, r"bias must have shape \[N\] = \[16\]"),
+        (dict(fast_accum=1), TypeError, "fast_accum must be True or False, got 1"),
     ],
 )
 def test_gemm_fp8_rejects_bad_arguments(change, exc, match):
@@ -255,7 +266,7 @@ def test_fp8_custom_ops_have_fake_implementations():
     assert q.dtype == FP8_DTYPE and s.shape == (6, 2)
     b_q = torch.empty(256, 8, device="meta", dtype=FP8_DTYPE)
     out = torch.ops.infercore.gemm_fp8(q, b_q, s, torch.empty(2, 1, device="meta"), None,
-                                       torch.bfloat16, "auto")
+                                       torch.bfloat16, "auto", False)
     assert out.shape == (6, 8) and out.dtype == torch.bfloat16
 
 
@@ -276,13 +287,14 @@ def test_fp8_under_torch_compile_fullgraph():
 @pytest.mark.cuda
 @pytest.mark.parametrize("backend", backend_params("gemm.fp8"))
 @pytest.mark.parametrize("recipe", list(RECIPES))
-@pytest.mark.parametrize("shape", [(16, 4096, 4096), (512, 6144, 4096), (4096, 1024, 2048),
-                                   (200, 272, 400)], ids=str)
-def test_gemm_fp8_bf16_on_cuda(backend, recipe, shape):
+@pytest.mark.parametrize("shape", [(16, 4096, 4096), (512, 6144, 4096), (512, 4096, 14336),
+                                   (4096, 1024, 2048), (200, 272, 400)], ids=str)
+@pytest.mark.parametrize("fast_accum", [False, True], ids=["float32-steps", "fast-accum"])
+def test_gemm_fp8_bf16_on_cuda(backend, recipe, shape, fast_accum):
     m, n, k = shape
     a_q, b_q, a_s, b_s = _quantized_operands(m, n, k, recipe, "cuda")
     bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)
-    out, ref = _run_fp8(backend, a_q, b_q, a_s, b_s, torch.bfloat16, bias)
+    out, ref = _run_fp8(backend, a_q, b_q, a_s, b_s, torch.bfloat16, bias, fast_accum)
     assert_close(out, ref, dtype=torch.bfloat16)
 
 

@@ -4,7 +4,10 @@ Operands as a linear layer holds them: ``a_q [M, K]`` row-major, ``b_q = w_q.t()
 (column-major). Scale recipes: tensor-wise, row-wise (per token x per channel) and
 block-wise (1x128 activations x 128x128 weights, DeepSeek-V3 style); torch._scaled_mm is
 the peer with the same scales where this backend uses it, else (block-wise) with row-wise
-scales, named so. Output bf16; FLOPs = 2*M*N*K.
+scales, named so. Tensor-wise and row-wise cases run twice: summing each K step into
+float32 (both sides' default), and with ``fast_accum=True`` against
+``torch._scaled_mm(use_fast_accum=True)`` (cases named "fast-accum"). Output bf16;
+FLOPs = 2*M*N*K.
 
 Cases with M <= ``GRAPH_MAX_M`` are timed as CUDA graphs of calls rotating over
 ``COPIES`` distinct activations and weights (``infercore.bench.graphs``), where one eager
@@ -42,8 +45,9 @@ def _shapes(quick: bool) -> list[tuple[str, int, int, int, tuple[str, ...]]]:
     return shapes
 
 
-def _scaled_mm(a_q, b_q, a_s, b_s):
-    return torch._scaled_mm(a_q, b_q, a_s, b_s, out_dtype=torch.bfloat16)
+def _scaled_mm(a_q, b_q, a_s, b_s, fast_accum=False):
+    return torch._scaled_mm(a_q, b_q, a_s, b_s, out_dtype=torch.bfloat16,
+                            use_fast_accum=fast_accum)
 
 
 @suite("gemm_fp8", "e4m3 GEMM vs torch._scaled_mm (cuBLASLt): FLOPs = 2MNK", bound="compute")
@@ -56,23 +60,29 @@ def cases(device: torch.device, quick: bool) -> Iterator[Case]:
             ga, ba, gb, bb = RECIPES[recipe]
             a_qs, a_ss = zip(*(quantize_fp8(x, ga, block_size=ba) for x in xs), strict=True)
             b_qs, b_ss = zip(*(quantize_fp8(w.t(), gb, block_size=bb) for w in ws), strict=True)
-            impls = {"infercore-triton": rotate(gemm_fp8, a_qs, b_qs, a_ss, b_ss,
-                                                out_dtype=torch.bfloat16, backend="triton")}
-            if recipe == "block":
-                peer = "torch._scaled_mm(rowwise)"
-                pas = [quantize_fp8(x, "token")[1] for x in xs]
-                pbs = [quantize_fp8(w.t(), "channel")[1] for w in ws]
-            else:
-                peer, pas, pbs = "torch._scaled_mm", a_ss, b_ss
-            impls[peer] = rotate(_scaled_mm, a_qs, b_qs, pas, pbs)
+            for fast in (False, True) if recipe != "block" else (False,):
+                impls = {"infercore-triton": rotate(gemm_fp8, a_qs, b_qs, a_ss, b_ss,
+                                                    out_dtype=torch.bfloat16, fast_accum=fast,
+                                                    backend="triton")}
+                if recipe == "block":
+                    peer = "torch._scaled_mm(rowwise)"
+                    pas = [quantize_fp8(x, "token")[1] for x in xs]
+                    pbs = [quantize_fp8(w.t(), "channel")[1] for w in ws]
+                else:
+                    peer, pas, pbs = "torch._scaled_mm", a_ss, b_ss
+                impls[peer] = rotate(_scaled_mm, a_qs, b_qs, pas, pbs, fast_accum=fast)
 
-            def check(a_q=a_qs[0], b_q=b_qs[0], a_s=a_ss[0], b_s=b_ss[0]) -> None:
-                out = gemm_fp8(a_q, b_q, a_s, b_s, out_dtype=torch.bfloat16, backend="triton")
-                ref = gemm_fp8_reference(GemmFp8Inputs(a_q, b_q, a_s, b_s, None, out))
-                err = ((out.float() - ref).norm() / ref.norm()).item()
-                if not err < 1e-2:
-                    shape = f"{tuple(a_q.shape)}x{tuple(b_q.shape)}"
-                    raise AssertionError(f"gemm_fp8 triton {shape}: relative error {err:.2e}")
+                def check(a_q=a_qs[0], b_q=b_qs[0], a_s=a_ss[0], b_s=b_ss[0],
+                          fast=fast) -> None:
+                    out = gemm_fp8(a_q, b_q, a_s, b_s, out_dtype=torch.bfloat16,
+                                   fast_accum=fast, backend="triton")
+                    ref = gemm_fp8_reference(GemmFp8Inputs(a_q, b_q, a_s, b_s, None, out))
+                    err = ((out.float() - ref).norm() / ref.norm()).item()
+                    if not err < 1e-2:
+                        shape = f"{tuple(a_q.shape)}x{tuple(b_q.shape)}"
+                        raise AssertionError(
+                            f"gemm_fp8 triton {shape} fast_accum={fast}: relative error "
+                            f"{err:.2e}")
 
-            yield Case(f"{name} fp8 {recipe}", impls, peer=peer, flops=2.0 * m * n * k,
-                       check=check)
+                label = f"{name} fp8 {recipe}" + (" fast-accum" if fast else "")
+                yield Case(label, impls, peer=peer, flops=2.0 * m * n * k, check=check)

@@ -13,6 +13,13 @@ row / column       ``[M, 1]`` (per token)          ``[1, N]`` (per output channe
 =================  ==============================  ==============================
 
 Where two shapes coincide (K <= 128, M == 1, ...) they mean the same scaling.
+
+Accumulation: Hopper's FP8 tensor-core instructions sum their products in a format
+narrower than float32. By default the Triton backend adds the products of each K step
+(128-512 values, by configuration) into a float32 accumulator (``torch._scaled_mm``'s
+default likewise asks cuBLASLt for its more precise mode); ``fast_accum=True`` keeps the
+whole K sum in the instructions' own accumulator (``torch._scaled_mm``'s
+``use_fast_accum``): faster on Hopper, with a larger error for long K.
 """
 
 from __future__ import annotations
@@ -87,6 +94,7 @@ class GemmFp8Inputs(TensorInputs):
     b_scale: torch.Tensor
     bias: torch.Tensor | None
     out: torch.Tensor
+    fast_accum: bool = False
 
     @property
     def out_dtype(self) -> torch.dtype:
@@ -109,7 +117,10 @@ def _check_gemm_fp8_args(
     b_scale: torch.Tensor,
     out_dtype: torch.dtype,
     bias: torch.Tensor | None,
+    fast_accum: bool,
 ) -> None:
+    if not isinstance(fast_accum, bool):
+        raise TypeError(f"fast_accum must be True or False, got {fast_accum!r}")
     check_tensor("a_q", a_q, ndim=2, dtypes=(FP8_DTYPE,))
     check_tensor("b_q", b_q, ndim=2, dtypes=(FP8_DTYPE,))
     m, k = a_q.shape
@@ -135,9 +146,10 @@ def _gemm_fp8(
     bias: torch.Tensor | None,
     out_dtype: torch.dtype,
     backend: str,
+    fast_accum: bool,
 ) -> torch.Tensor:
     out = torch.empty((a_q.shape[0], b_q.shape[1]), dtype=out_dtype, device=a_q.device)
-    inputs = GemmFp8Inputs(a_q, b_q, a_scale, b_scale, bias, out)
+    inputs = GemmFp8Inputs(a_q, b_q, a_scale, b_scale, bias, out, fast_accum)
     resolve("gemm.fp8", inputs, backend).run(inputs)
     return out
 
@@ -151,12 +163,13 @@ def _gemm_fp8_op(
     bias: torch.Tensor | None,
     out_dtype: torch.dtype,
     backend: str,
+    fast_accum: bool,
 ) -> torch.Tensor:
-    return _gemm_fp8(a_q, b_q, a_scale, b_scale, bias, out_dtype, backend)
+    return _gemm_fp8(a_q, b_q, a_scale, b_scale, bias, out_dtype, backend, fast_accum)
 
 
 @_gemm_fp8_op.register_fake
-def _(a_q, b_q, a_scale, b_scale, bias, out_dtype, backend):
+def _(a_q, b_q, a_scale, b_scale, bias, out_dtype, backend, fast_accum):
     return torch.empty((a_q.shape[0], b_q.shape[1]), dtype=out_dtype, device=a_q.device)
 
 
@@ -168,6 +181,7 @@ def gemm_fp8(
     *,
     out_dtype: torch.dtype,
     bias: torch.Tensor | None = None,
+    fast_accum: bool = False,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Scaled FP8 matrix product ``(a_q * a_scale) @ (b_q * b_scale) + bias``.
@@ -186,6 +200,10 @@ def gemm_fp8(
         bfloat16, float16 or float32.
     bias : Tensor ``[N]``, float16 / bfloat16 / float32, optional
         Added in float32 after scaling.
+    fast_accum : bool
+        Keep the whole K sum in the FP8 tensor-core accumulator instead of adding each K
+        step into float32 (``torch._scaled_mm``'s ``use_fast_accum``; see the module
+        docstring). The reference backend always sums in float32.
     backend : str
         ``"auto"`` or a backend of ``gemm.fp8`` (``"torch"``, ``"triton"``, ``"reference"``).
 
@@ -199,7 +217,8 @@ def gemm_fp8(
     >>> b_q, b_s = infercore.ops.quantize_fp8(w.t(), "block", block_size=(128, 128))
     >>> y = infercore.ops.gemm_fp8(a_q, b_q, a_s, b_s, out_dtype=torch.bfloat16)
     """
-    _check_gemm_fp8_args(a_q, b_q, a_scale, b_scale, out_dtype, bias)
+    _check_gemm_fp8_args(a_q, b_q, a_scale, b_scale, out_dtype, bias, fast_accum)
     if torch.compiler.is_compiling():
-        return torch.ops.infercore.gemm_fp8(a_q, b_q, a_scale, b_scale, bias, out_dtype, backend)
-    return _gemm_fp8(a_q, b_q, a_scale, b_scale, bias, out_dtype, backend)
+        return torch.ops.infercore.gemm_fp8(a_q, b_q, a_scale, b_scale, bias, out_dtype, backend,
+                                            fast_accum)
+    return _gemm_fp8(a_q, b_q, a_scale, b_scale, bias, out_dtype, backend, fast_accum)

@@ -75,6 +75,7 @@ class TorchGemmFp8(Backend):
             bias=bias.to(out.dtype) if fused_bias else None,
             out_dtype=out.dtype,
             out=out,
+            use_fast_accum=inputs.fast_accum,
         )
         if bias is not None and not fused_bias:
             out.add_(bias)

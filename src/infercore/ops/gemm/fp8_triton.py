@@ -31,6 +31,7 @@ def gemm_fp8_triton(inputs: GemmFp8Inputs, config: GemmConfig | None = None) -> 
         a_scale=_operand_scale(inputs.a_scale, inputs.a_spec, "a"),
         b_scale=_operand_scale(inputs.b_scale, inputs.b_spec, "b"),
         config=config,
+        fast_accum=inputs.fast_accum,
     )
     return inputs.out
 

@@ -31,6 +31,8 @@ from infercore.registry import compute_capability
 
 __all__ = [
     "CONFIGS",
+    "FAST_ACCUM_CONFIGS",
+    "FAST_ACCUM_FEW_TILES",
     "FEW_TILES",
     "MAX_SPLIT_K",
     "SM90_SHARED_MEMORY",
@@ -143,6 +145,25 @@ FEW_TILES: dict[tuple[str, int, str], GemmConfig] = {
     ("sm90", 16, "large"): GemmConfig(128, 128, 64, num_warps=8, num_stages=4, tma=True),
 }
 
+#: FP8 with ``fast_accum`` (no float32 promotion per K tile, so the kernel keeps a tile's
+#: matrix instructions in flight while it issues the next): entries used instead of
+#: :data:`CONFIGS` / :data:`FEW_TILES` for these keys. H200, tensor-wise scales, against
+#: torch._scaled_mm with ``use_fast_accum=True`` in the same run
+#: (docs/runs/h200-gemm-fp8-accum-sweep.json): 128x256x128 ran 8192^3 at 1286 TFLOP/s
+#: (0.99x; 128x128x256, the promoting default's tile: 1211) and gate_up M=4096 at 1227
+#: (0.94x); where 128x256 tiles are few (o, down at M=512) 128x128x128 with 4 stages ran
+#: 0.89x / 0.94x, the 128x256 tile 0.59-0.60x.
+FAST_ACCUM_CONFIGS: dict[tuple[str, int, str], GemmConfig] = {
+    ("sm90", 8, "large"): GemmConfig(
+        128, 256, 128, num_warps=8, num_stages=3, persistent=True, tma=True
+    ),
+}
+FAST_ACCUM_FEW_TILES: dict[tuple[str, int, str], GemmConfig] = {
+    ("sm90", 8, "large"): GemmConfig(
+        128, 128, 128, num_warps=8, num_stages=4, persistent=True, tma=True
+    ),
+}
+
 #: The interpreter runs tiles as NumPy arrays and pays per operation, not per element:
 #: fewer, larger tiles keep tests fast. Two "SMs" make the persistent loop visit
 #: several tiles.
@@ -218,17 +239,22 @@ def plan_split_k(config: GemmConfig, m: int, n: int, k: int, in_bytes: int,
     return splitk.plan_splits(tiles, k_tiles, SPLIT_K_WAVES * num_sms(device), limit)
 
 
-def pick_config(m: int, bits: int, device: torch.device, n: int | None = None) -> GemmConfig:
+def pick_config(m: int, bits: int, device: torch.device, n: int | None = None,
+                fast_accum: bool = False) -> GemmConfig:
     """The table's configuration for an ``[m, K] @ [K, N]`` product of ``bits``-bit operands:
-    the entry of ``m``'s class, or its :data:`FEW_TILES` entry when ``n`` is given and the
-    class entry's output tiles would fill at most half of the SMs."""
+    the entry of ``m``'s class, or its few-tiles entry when ``n`` is given and the class
+    entry's output tiles would fill at most half of the SMs. ``fast_accum`` (FP8) takes
+    :data:`FAST_ACCUM_CONFIGS` / :data:`FAST_ACCUM_FEW_TILES` where they have the key."""
     cls = device_class(device)
     if cls == "interpreter":
         return _INTERPRETER
     key = (cls, bits, m_class(m))
-    config = CONFIGS[key]
-    if n is not None and key in FEW_TILES:
+    configs, few = CONFIGS, FEW_TILES
+    if fast_accum and key in FAST_ACCUM_CONFIGS:
+        configs, few = FAST_ACCUM_CONFIGS, FAST_ACCUM_FEW_TILES
+    config = configs[key]
+    if n is not None and key in few:
         tiles = -(-m // config.block_m) * -(-n // config.block_n)
         if 2 * tiles <= num_sms(device):
-            return FEW_TILES[key]
+            return few[key]
     return config
