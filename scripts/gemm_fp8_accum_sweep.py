@@ -33,6 +33,7 @@ from infercore.ops.gemm.triton_configs import GemmConfig
 
 SHAPES = {  # name -> (M, N, K)
     "8192^3": (8192, 8192, 8192),
+    "qkv M=4096": (4096, 6144, 4096),
     "gate_up M=4096": (4096, 28672, 4096),
     "down M=4096": (4096, 4096, 14336),
     "qkv M=512": (512, 6144, 4096),
