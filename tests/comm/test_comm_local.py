@@ -187,3 +187,29 @@ def test_launcher_rejects_bad_arguments():
         launch(["x.py"], 0)
     with pytest.raises(SystemExit):
         main(["-n", "2"])
+
+
+def test_group_created_here_is_destroyed_at_exit(tmp_path):
+    """The default group ``ensure_process_group`` made is gone before the interpreter
+    shuts down (a checker registered first runs last), and one the program destroyed
+    itself is left alone."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit_check.py"
+    script.write_text(
+        "import atexit, sys\n"
+        "import torch.distributed as dist\n"
+        "from infercore.comm.env import ensure_process_group\n"
+        "atexit.register(lambda: print('initialized at exit:', dist.is_initialized()))\n"
+        "assert ensure_process_group()\n"
+        "if sys.argv[1] == 'own':\n"
+        "    dist.destroy_process_group()\n"
+        "    print('destroyed by the program')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
+    for mode in ("atexit", "own"):
+        run = subprocess.run([sys.executable, str(script), mode], env=env, text=True,
+                             capture_output=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert "initialized at exit: False" in run.stdout, run.stdout

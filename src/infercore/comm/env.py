@@ -4,10 +4,16 @@
 ``torchrun`` environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 ``MASTER_PORT``) or, without it, a single-process group, and :func:`disable_nvls` keeps
 NVLink multicast (NVLS) off for every NCCL communicator the process creates.
+
+A group created here is destroyed when the interpreter exits (``atexit``), unless the
+program has destroyed it already: gloo's worker threads still alive during interpreter
+shutdown can abort the process (SIGABRT, "terminate called without an active exception")
+after all of its work is done.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
@@ -77,6 +83,7 @@ def ensure_process_group(timeout_s: float | None = None) -> bool:
     From the ``torchrun`` variables when ``WORLD_SIZE`` is set: on a machine with CUDA
     the process binds ``cuda:LOCAL_RANK`` and the group is ``cpu:gloo,cuda:nccl``,
     otherwise ``gloo``. Without ``WORLD_SIZE`` a one-process group is created in memory.
+    The group is destroyed at interpreter exit unless the program destroys it first.
 
     Parameters
     ----------
@@ -105,6 +112,13 @@ def ensure_process_group(timeout_s: float | None = None) -> bool:
         dist.init_process_group(
             backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout
         )
+    atexit.register(_destroy_at_exit, dist.group.WORLD)
     log.debug("initialized process group %s: rank %d of %d", backend, dist.get_rank(),
               dist.get_world_size())
     return True
+
+
+def _destroy_at_exit(group: dist.ProcessGroup) -> None:
+    """Destroy the default group created by :func:`ensure_process_group` if it still is."""
+    if dist.is_initialized() and dist.group.WORLD is group:
+        dist.destroy_process_group()
