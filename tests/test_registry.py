@@ -16,6 +16,7 @@ from infercore.registry import (
     component_backend,
     create,
     get_registry,
+    record_resolutions,
     resolve,
     use_backend,
 )
@@ -153,6 +154,29 @@ def test_use_backend_forces_and_nests(toy):
     assert resolve("test.toy", inputs).name == "small"
     with pytest.raises(ValueError, match="not a backend"), use_backend("test.toy", "typo"):
         pass
+
+
+def test_record_resolutions_collects_what_dispatch_chose(toy):
+    small, big = Toy(torch.ones(3)), Toy(torch.ones(300))
+    resolve("test.toy", small)  # outside any block: not recorded
+    with record_resolutions() as outer:
+        resolve("test.toy", small)
+        with record_resolutions() as inner, use_backend("test.toy", "fallback"):
+            resolve("test.toy", small)
+        resolve("test.toy", big)
+    resolve("test.toy", big)
+    assert [b.name for b in outer] == ["small", "fallback", "fallback"]
+    assert [b.name for b in inner] == ["fallback"]
+
+
+def test_reference_backends_that_read_device_values_are_not_graph_safe():
+    registry = get_registry()
+    unsafe = {f"{b.family}:{b.name}" for fam in ("attention.paged", "attention.decode",
+                                                 "attention.varlen", "kv.write")
+              for b in registry.backends(fam) if not b.graph_safe}
+    assert unsafe == {"attention.paged:reference", "attention.decode:reference",
+                      "attention.varlen:reference", "kv.write:reference"}
+    assert get_registry().get("norm.rms", "reference").graph_safe
 
 
 def test_forced_backend_that_does_not_fit_says_who_forced_it(toy, monkeypatch):

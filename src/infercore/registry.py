@@ -49,12 +49,17 @@ __all__ = [
     "describe_inputs",
     "families",
     "get_registry",
+    "record_resolutions",
     "resolve",
     "use_backend",
 ]
 
 log = logging.getLogger(__name__)
 
+#: The lists :func:`record_resolutions` blocks collect resolved backends in.
+_RECORDS: contextvars.ContextVar[tuple[list[Backend], ...]] = contextvars.ContextVar(
+    "infercore_resolution_records", default=()
+)
 _NOTHING_FORCED: Mapping[str, str] = types.MappingProxyType({})
 _FORCED: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
     "infercore_forced_backends", default=_NOTHING_FORCED
@@ -147,6 +152,10 @@ class Backend:
     tune_config_class : type or None
         For tunable backends: the launch configuration ``run(..., config=...)`` accepts,
         built from a stored dict as ``tune_config_class(**dict)``; see :meth:`tune_space`.
+    graph_safe : bool
+        Whether ``run`` may be captured in a CUDA graph: ``False`` for a backend that reads
+        device values on the host (``.tolist()``) or makes shapes from them (boolean
+        indexing). Callers that capture graphs check it (:func:`record_resolutions`).
     plugin : str or None
         Set by the registry: the plugin that registered it.
     """
@@ -160,6 +169,7 @@ class Backend:
     requires: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
     tune_config_class: ClassVar[type | None] = None
+    graph_safe: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.plugin: str | None = None
@@ -374,6 +384,12 @@ class Registry:
 
         The result is callable: keep it to skip dispatch on a hot path.
         """
+        chosen = self._resolve(family, inputs, backend)
+        for record in _RECORDS.get():
+            record.append(chosen)
+        return chosen
+
+    def _resolve(self, family: str, inputs: Any, backend: str) -> Backend:
         self._ensure_loaded()
         if backend != "auto":
             return self._named(family, backend, inputs, f"backend={backend!r}")
@@ -504,6 +520,29 @@ def use_backend(
         yield
     finally:
         _FORCED.reset(token)
+
+
+@contextlib.contextmanager
+def record_resolutions() -> Iterator[list[Backend]]:
+    """Collect every backend dispatch chooses inside the block, in order (repeats kept).
+
+    A caller about to capture a CUDA graph runs the code once eagerly inside the block
+    and checks :attr:`Backend.graph_safe` of what was chosen. Blocks nest: each sees the
+    resolutions made while it is open.
+
+    Examples
+    --------
+    >>> with record_resolutions() as used:
+    ...     y = infercore.ops.rms_norm(x, w)
+    >>> [f"{b.family}:{b.name}" for b in used if not b.graph_safe]
+    []
+    """
+    record: list[Backend] = []
+    token = _RECORDS.set((*_RECORDS.get(), record))
+    try:
+        yield record
+    finally:
+        _RECORDS.reset(token)
 
 
 def component_backend(

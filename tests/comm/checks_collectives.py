@@ -220,7 +220,7 @@ def check_async_handles(ctx):
 def check_shape_mismatch_reported(ctx):
     if ctx.world == 1:
         raise Skip("one rank cannot disagree with itself")
-    comm = init_communicator(ctx.backend, check_shapes=True)
+    comm = init_communicator(ctx.backend, check_shapes=True, device=ctx.device)
     cols = 7 if ctx.rank == 1 else 8
     try:
         comm.all_gather(torch.ones(4, cols, device=ctx.device))

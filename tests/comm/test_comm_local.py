@@ -72,6 +72,13 @@ def test_config_errors_name_the_field():
         init_communicator("torch", colour="blue")
 
 
+def test_config_takes_a_torch_device_as_its_string():
+    assert CommConfig(device=torch.device("cuda", 1)).device == "cuda:1"
+    assert CommConfig(device="cpu").device == "cpu"
+    with pytest.raises(ConfigError, match="device"):
+        CommConfig(device=3)
+
+
 def test_disable_nvls_sets_both_variables(monkeypatch):
     monkeypatch.setenv("NCCL_NVLS_ENABLE", "1")
     monkeypatch.delenv("TORCH_SYMM_MEM_DISABLE_MULTICAST", raising=False)

@@ -64,3 +64,21 @@ def test_speculative_greedy_matches_hf_fp32(llama_dir, method):
     outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=12))
     assert [o.token_ids for o in outs] == expected
     assert llm.stats.total.num_spec_steps > 0
+
+
+def test_backends_that_cannot_be_captured_run_eagerly(llama_dir, caplog):
+    """Reference attention and KV writes read lengths on the host: the runner sees that in
+    its warm-up step, warns and captures no graph; decoding still matches HF."""
+    from infercore.registry import use_backend
+
+    prompts = _prompts()
+    expected = hf_greedy(llama_dir, prompts, 8)
+    config = EngineConfig(device="cuda", block_size=16, max_num_seqs=8,
+                          max_num_batched_tokens=64, num_blocks=128,
+                          cuda_graph_batch_sizes=[1, 2, 4, 8])
+    with use_backend({"attention.paged": "reference", "kv.write": "reference"}):
+        llm = LLM(llama_dir, dtype="float32", config=config)
+        outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=8))
+    assert not llm.runner.graphs
+    assert "attention.paged:reference, kv.write:reference cannot be captured" in caplog.text
+    assert [o.token_ids for o in outs] == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pydantic
+import torch
 
 from infercore.config import Config
 
@@ -29,9 +30,10 @@ class CommConfig(Config):
         int64 per rank) and raise ``ValueError`` listing them when they disagree. Costs
         one extra small collective and a device-to-host copy per call (a host sync on
         CUDA); skipped during CUDA-graph capture. For debugging.
-    device : str or None
-        Device of the tensors the communicator moves (``"cuda:1"``, ``"cpu"``); ``None``
-        picks the current CUDA device when the group runs NCCL, else the CPU.
+    device : str, torch.device or None
+        Device of the tensors the communicator moves (``"cuda:1"``, ``"cpu"``; a
+        ``torch.device`` is kept as its string); ``None`` picks the current CUDA device
+        when the group runs NCCL, else the CPU.
     """
 
     model_config = pydantic.ConfigDict(
@@ -42,6 +44,11 @@ class CommConfig(Config):
     timeout_s: float | None = pydantic.Field(default=None, gt=0)
     check_shapes: bool = False
     device: str | None = None
+
+    @pydantic.field_validator("device", mode="before")
+    @classmethod
+    def _device_string(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, torch.device) else value
 
 
 class PyNcclConfig(CommConfig):

@@ -4,12 +4,15 @@ It turns a :class:`~infercore.sched.SchedulerOutput` into device tensors (NumPy 
 copied once), plans paged attention once for the step, runs the model and samples one
 token per request with :func:`infercore.ops.sample`. On CUDA, decode-only steps replay a
 CUDA graph captured for the smallest batch size that holds them (inputs padded with
-skipped slots); prefill and mixed steps, speculative verification steps (several query
-tokens per decode, :meth:`ModelRunner.verify_logits`) and every step on CPU run eagerly.
+skipped slots), unless a backend the decode step dispatches to cannot be captured
+(:attr:`~infercore.registry.Backend.graph_safe`; a warning names it); prefill and mixed
+steps, speculative verification steps (several query tokens per decode,
+:meth:`ModelRunner.verify_logits`) and every step on CPU run eagerly.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,9 +24,12 @@ from infercore.cache import KVCacheManager
 from infercore.engine.config import SamplingParams
 from infercore.engine.model import LlamaModel
 from infercore.ops.attention import PagedAttentionWrapper
+from infercore.registry import record_resolutions
 from infercore.sched import BatchArrays, SchedulerOutput
 
 __all__ = ["ModelRunner", "step_seed"]
+
+log = logging.getLogger(__name__)
 
 _SEED_MASK = (1 << 63) - 1
 
@@ -58,7 +64,8 @@ class ModelRunner:
     max_num_seqs, max_num_batched_tokens, max_model_len : int
         The scheduler's limits (they size the attention buffers).
     graph_batch_sizes : sequence of int, optional
-        Decode batch sizes to capture in CUDA graphs (CUDA only); ``None`` runs eagerly.
+        Decode batch sizes to capture in CUDA graphs (CUDA only); ``None`` runs eagerly,
+        as do backends that are not graph-safe (with a warning).
     """
 
     def __init__(
@@ -105,18 +112,27 @@ class ModelRunner:
         pool = None
         bs = self.block_size
         for batch in sorted(sizes, reverse=True):
-            wrapper = self._wrapper(batch, batch, cuda_graph=True)
-            wrapper.plan(
-                torch.arange(batch + 1, dtype=torch.int32),
-                torch.full((batch,), self.max_blocks_per_seq * bs, dtype=torch.int32),
-                torch.zeros(batch, self.max_blocks_per_seq, dtype=torch.int32),
-            )
-            host = torch.zeros(3, batch, dtype=torch.int64).pin_memory()
-            host[2] = -1
-            inputs = host.to(self.device)
-            ids, positions, slots = inputs
-            self.model.forward(ids, positions, slots, wrapper)  # compile and tune first
+            with record_resolutions() as used:
+                wrapper = self._wrapper(batch, batch, cuda_graph=True)
+                wrapper.plan(
+                    torch.arange(batch + 1, dtype=torch.int32),
+                    torch.full((batch,), self.max_blocks_per_seq * bs, dtype=torch.int32),
+                    torch.zeros(batch, self.max_blocks_per_seq, dtype=torch.int32),
+                )
+                host = torch.zeros(3, batch, dtype=torch.int64).pin_memory()
+                host[2] = -1
+                inputs = host.to(self.device)
+                ids, positions, slots = inputs
+                self.model.forward(ids, positions, slots, wrapper)  # compile and tune first
             torch.cuda.synchronize(self.device)
+            unsafe = sorted({f"{b.family}:{b.name}" for b in used if not b.graph_safe})
+            if unsafe:
+                log.warning("decode steps run eagerly, without CUDA graphs: %s cannot be "
+                            "captured in a graph (choose other backends, or pass "
+                            "EngineConfig(cuda_graph=False) to run eagerly without "
+                            "this warning)", ", ".join(unsafe))
+                self.graphs.clear()
+                return
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
                 logits = self.model.forward(ids, positions, slots, wrapper)

@@ -173,6 +173,7 @@ class ReferenceVarlen(Backend):
     name = "reference"
     priority = 0
     description = "PyTorch, float32 math, materialized scores; any device"
+    graph_safe = False  # per-sequence loops over lengths read on the host
 
     def run(self, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *,
             causal, scale, sliding_window, softcap, out, lse) -> None:
@@ -187,6 +188,7 @@ class ReferencePaged(Backend):
     name = "reference"
     priority = 0
     description = "PyTorch, float32 math, gathers each sequence's blocks; any device"
+    graph_safe = False  # per-sequence loops over lengths read on the host
 
     def run(self, q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, max_seqlen_q, *,
             causal, scale, sliding_window, softcap, k_scale, v_scale, out, lse) -> None:
@@ -202,6 +204,7 @@ class ReferenceDecode(Backend):
     name = "reference"
     priority = 0
     description = "PyTorch, float32 math, gathers each sequence's blocks; any device"
+    graph_safe = False  # per-sequence loops over lengths read on the host
 
     def run(self, q, k_cache, v_cache, block_tables, seq_lens, *,
             scale, sliding_window, softcap, k_scale, v_scale, num_splits, out, lse) -> None:

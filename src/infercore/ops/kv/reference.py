@@ -28,6 +28,7 @@ class ReferenceKVWrite(Backend):
     name = "reference"
     priority = 0
     description = "PyTorch index_put; any device"
+    graph_safe = False  # boolean indexing: the number of written tokens sets shapes
 
     def run(self, k, v, k_cache, v_cache, slot_mapping, *, k_scale, v_scale) -> None:
         keep = slot_mapping >= 0
