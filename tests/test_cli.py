@@ -31,9 +31,12 @@ def test_list_json_schema(fresh_plugins):
     entries = data["families"]["norm.rms"]
     assert [e["name"] for e in entries] == ["triton", "reference"]
     for e in entries:
-        assert set(e) == {"name", "available", "reasons", "plugin"}
+        assert set(e) == {"name", "available", "reasons", "plugin", "graph_safe"}
         assert e["available"] == (not e["reasons"])
         assert e["plugin"] == "infercore.ops.norm.plugin"
+        assert e["graph_safe"] is True
+    paged = {e["name"]: e["graph_safe"] for e in data["families"]["attention.paged"]}
+    assert paged["reference"] is False and paged["triton"] is True
     ref = entries[1]
     assert ref["available"] is True
     for p in data["plugins"]:
@@ -51,6 +54,8 @@ def test_list_shows_honest_triton_availability(fresh_plugins, monkeypatch):
 
 
 def test_list_table_and_unknown_family(fresh_plugins):
+    result = runner.invoke(app, ["list", "--family", "kv.write"])
+    assert result.exit_code == 0 and "no CUDA graphs" in result.output
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 0 and "norm.rms" in result.output and "reference" in result.output
     bad = runner.invoke(app, ["list", "--family", "no.such"])

@@ -120,6 +120,7 @@ def _listing(family_filter: str | None) -> dict[str, Any]:
                 "available": not (reasons := b.environment_reasons()),
                 "reasons": reasons,
                 "plugin": b.plugin,
+                "graph_safe": b.graph_safe,
             }
             for b in reg.backends(name)
         ]
@@ -136,9 +137,11 @@ def list_(
 ) -> None:
     """Every family and backend: available here, or the reasons why not; which plugin added it.
 
-    Backends are listed in dispatch order (highest priority first). Plugins that failed
-    to load are listed with their error. JSON schema: {"families": {FAMILY: [{"name",
-    "available", "reasons", "plugin"}]}, "plugins": [{"name", "status", "error"}]}.
+    Backends are listed in dispatch order (highest priority first); "no CUDA graphs"
+    marks those that cannot be captured in a CUDA graph (the engine then decodes
+    eagerly). Plugins that failed to load are listed with their error. JSON schema:
+    {"families": {FAMILY: [{"name", "available", "reasons", "plugin", "graph_safe"}]},
+    "plugins": [{"name", "status", "error"}]}.
     """
     data = _listing(family)
     if as_json:
@@ -151,6 +154,8 @@ def list_(
         for i, b in enumerate(entries):
             reasons = "; ".join(b["reasons"])
             avail = "[green]yes[/green]" if b["available"] else f"[red]no[/red]: {reasons}"
+            if not b["graph_safe"]:
+                avail += " [yellow](no CUDA graphs)[/yellow]"
             table.add_row(fam if i == 0 else "", b["name"], avail, b["plugin"] or "")
     console.print(table)
     bad = [p for p in data["plugins"] if p["status"] != "loaded"]
