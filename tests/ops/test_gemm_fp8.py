@@ -240,9 +240,9 @@ class _OnCuda(GemmFp8Inputs):
 
 
 def test_fp8_backends_report_gpus_without_fp8(monkeypatch):
-    from infercore import registry
+    from infercore import backend
 
-    monkeypatch.setattr(registry, "_compute_capability", lambda index: (8, 0))
+    monkeypatch.setattr(backend, "_compute_capability", lambda index: (8, 0))
     a_q, b_q, a_s, b_s = _quantized_operands(16, 16, 32, "tensor", "cpu")
     inputs = _OnCuda(a_q, b_q, a_s, b_s, None, torch.empty(16, 16))
     for name in ("torch", "triton"):
